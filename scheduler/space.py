@@ -1,0 +1,340 @@
+"""The search space: plain, frozen data that validates itself and round-trips through JSON.
+
+A space maps each hyperparameter of the article's model to a distribution.
+Files (YAML or JSON) use the same shape as :meth:`SearchSpace.to_dict`::
+
+    dense_units:   {type: choice, values: [32, 64, 128, 256, 512]}
+    dropout_rate1: {type: uniform, low: 0.0, high: 0.5}
+    dropout_rate2: {type: uniform, low: 0.0, high: 0.5}
+    learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+    epochs:        {type: int, low: 5, high: 20}       # optional: searchable epochs
+    batch_size:    64                                   # a plain value is fixed
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from seqsweep.errors import SpaceError
+
+Scalar = int | float | str
+
+#: Parameters the model needs; a space must define each one.
+MODEL_PARAMS = ("dense_units", "dropout_rate1", "dropout_rate2", "learning_rate")
+#: Study settings a space may turn into searchable parameters.
+OPTIONAL_PARAMS = ("epochs", "batch_size")
+ALLOWED_PARAMS = MODEL_PARAMS + OPTIONAL_PARAMS
+INT_PARAMS = frozenset({"dense_units", "epochs", "batch_size"})
+
+
+def _rule_positive_int(v: float) -> str | None:
+    return None if v >= 1 else "must be >= 1"
+
+
+def _rule_dropout(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+def _rule_learning_rate(v: float) -> str | None:
+    return None if v > 0 and math.isfinite(v) else "must be > 0"
+
+
+#: The rule every value of a parameter must obey, and how to fix a breach.
+RULES: dict[str, tuple[Callable[[float], str | None], str]] = {
+    "dense_units": (_rule_positive_int, "use a unit count such as 64"),
+    "dropout_rate1": (_rule_dropout, "use a rate such as 0.2"),
+    "dropout_rate2": (_rule_dropout, "use a rate such as 0.2"),
+    "learning_rate": (_rule_learning_rate, "use a rate such as 1e-3"),
+    "epochs": (_rule_positive_int, "use an epoch count such as 10"),
+    "batch_size": (_rule_positive_int, "use a batch size such as 32"),
+}
+
+
+def _number(where: str, value: object, *, integer: bool = False) -> float:
+    """Check that ``value`` is a finite number (an integer if asked) and return it."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise SpaceError(f"{where} must be finite, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a list of values, each equally likely."""
+
+    values: tuple[Scalar, ...]
+    kind: ClassVar[str] = "choice"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, tuple):
+            raise SpaceError(f"choice values must be a list, got {self.values!r}")
+        if not self.values:
+            raise SpaceError("choice values must not be empty; list at least one value")
+        for v in self.values:
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                raise SpaceError(f"choice values must be numbers or strings, got {v!r}")
+
+    def bounds(self) -> tuple[Scalar, ...]:
+        return self.values
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "values": list(self.values)}
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A float drawn uniformly from [low, high]."""
+
+    low: float
+    high: float
+    kind: ClassVar[str] = "uniform"
+
+    def __post_init__(self) -> None:
+        _number("low", self.low)
+        _number("high", self.high)
+        if self.low > self.high:
+            raise SpaceError(
+                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+            )
+
+    def bounds(self) -> tuple[Scalar, ...]:
+        return (self.low, self.high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class LogUniform(Uniform):
+    """A float whose logarithm is uniform in [log low, log high]; low must be > 0."""
+
+    kind: ClassVar[str] = "loguniform"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.low <= 0:
+            raise SpaceError(f"low must be > 0 on a log scale, got {self.low!r}; use e.g. 1e-4")
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer in [low, high] on a grid of ``step``, uniform or log-uniform."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+    kind: ClassVar[str] = "int"
+
+    def __post_init__(self) -> None:
+        _number("low", self.low, integer=True)
+        _number("high", self.high, integer=True)
+        _number("step", self.step, integer=True)
+        if not isinstance(self.log, bool):
+            raise SpaceError(f"log must be true or false, got {self.log!r}")
+        if self.low > self.high:
+            raise SpaceError(
+                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+            )
+        if self.step < 1:
+            raise SpaceError(f"step must be >= 1, got {self.step!r}")
+        if self.log and self.low < 1:
+            raise SpaceError(f"low must be >= 1 on a log scale, got {self.low!r}")
+        if self.log and self.step != 1:
+            raise SpaceError("step must be 1 when log is true; drop step or log")
+
+    def bounds(self) -> tuple[Scalar, ...]:
+        return (self.low, self.high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "low": self.low, "high": self.high,
+                "step": self.step, "log": self.log}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A constant: the parameter is set, not searched."""
+
+    value: Scalar
+    kind: ClassVar[str] = "fixed"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float | str):
+            raise SpaceError(f"value must be a number or a string, got {self.value!r}")
+
+    def bounds(self) -> tuple[Scalar, ...]:
+        return (self.value,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "value": self.value}
+
+
+Distribution = Choice | Uniform | LogUniform | IntRange | Fixed
+_KINDS: dict[str, type[Distribution]] = {
+    c.kind: c for c in (Choice, Uniform, LogUniform, IntRange, Fixed)
+}
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "choice": ("values",), "uniform": ("low", "high"), "loguniform": ("low", "high"),
+    "int": ("low", "high", "step", "log"), "fixed": ("value",),
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated mapping from parameter name to distribution."""
+
+    params: Mapping[str, Distribution] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.params) - set(ALLOWED_PARAMS))
+        if unknown:
+            raise SpaceError(
+                f"unknown parameter {unknown[0]!r}; allowed: {', '.join(ALLOWED_PARAMS)}"
+            )
+        missing = [p for p in MODEL_PARAMS if p not in self.params]
+        if missing:
+            raise SpaceError(
+                f"missing parameter {missing[0]!r}; the model needs "
+                f"{', '.join(MODEL_PARAMS)} (a plain value fixes one)"
+            )
+        for name, dist in self.params.items():
+            _check_param(name, dist)
+        # Freeze the mapping's order so equality and JSON are stable.
+        object.__setattr__(self, "params", {k: self.params[k] for k in ALLOWED_PARAMS
+                                            if k in self.params})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the space as JSON-ready data; :meth:`from_dict` reads it back."""
+        return {name: dist.to_dict() for name, dist in self.params.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "space") -> SearchSpace:
+        """Build a space from parsed YAML/JSON; errors name ``where`` and the parameter."""
+        if not isinstance(data, Mapping):
+            raise SpaceError(
+                f"{where}: must be a mapping of parameter names to distributions, "
+                f"got {type(data).__name__}"
+            )
+        params: dict[str, Distribution] = {}
+        for name, spec in data.items():
+            if name not in ALLOWED_PARAMS:
+                raise SpaceError(
+                    f"{where}: unknown parameter {name!r}; allowed: {', '.join(ALLOWED_PARAMS)}"
+                )
+            try:
+                params[name] = _parse_distribution(spec)
+            except SpaceError as exc:
+                raise SpaceError(f"{where}: {name}: {exc}") from None
+        try:
+            return cls(params)
+        except SpaceError as exc:
+            raise SpaceError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpace:
+        return cls.from_dict(json.loads(text))
+
+
+def _parse_distribution(spec: object) -> Distribution:
+    if not isinstance(spec, Mapping):
+        if isinstance(spec, list):
+            raise SpaceError(f"a list needs a type; write {{type: choice, values: {spec}}}")
+        return Fixed(spec)  # type: ignore[arg-type]  # Fixed validates the type
+    kind = spec.get("type")
+    if kind not in _KINDS:
+        raise SpaceError(
+            f"type must be one of {', '.join(_KINDS)}, got {kind!r}; "
+            "e.g. {type: uniform, low: 0.0, high: 0.5}"
+        )
+    allowed = _FIELDS[kind]
+    unknown = sorted(set(spec) - {"type", *allowed})
+    if unknown:
+        raise SpaceError(f"unknown key {unknown[0]!r} for type {kind}; allowed: "
+                         f"{', '.join(allowed)}")
+    required = [f for f in allowed if f not in ("step", "log")]
+    absent = [f for f in required if f not in spec]
+    if absent:
+        raise SpaceError(f"type {kind} needs {', '.join(required)}; {absent[0]!r} is missing")
+    kwargs = {k: spec[k] for k in allowed if k in spec}
+    if kind == "choice":
+        values = kwargs["values"]
+        if not isinstance(values, list):
+            raise SpaceError(f"values must be a list, got {values!r}")
+        kwargs["values"] = tuple(values)
+    return _KINDS[kind](**kwargs)
+
+
+def _check_param(name: str, dist: Distribution) -> None:
+    """Check that every value ``dist`` can produce obeys the parameter's rule."""
+    rule, fix = RULES[name]
+    integer = name in INT_PARAMS
+    if integer and isinstance(dist, Uniform):
+        raise SpaceError(
+            f"{name} must be an integer; use {{type: int, ...}} or {{type: choice, ...}}"
+        )
+    for value in dist.bounds():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpaceError(f"{name} must be a number, got {value!r}; {fix}")
+        if integer and not isinstance(value, int):
+            raise SpaceError(f"{name} must be an integer, got {value!r}; {fix}")
+        problem = rule(value)
+        if problem:
+            raise SpaceError(f"{name} {problem}, got {value!r}; {fix}")
+
+
+def default_space() -> SearchSpace:
+    """Return the search space of the source article."""
+    return SearchSpace({
+        "dense_units": Choice((32, 64, 128, 256, 512)),
+        "dropout_rate1": Uniform(0.0, 0.5),
+        "dropout_rate2": Uniform(0.0, 0.5),
+        "learning_rate": LogUniform(1e-4, 1e-2),
+    })
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float, as YAML 1.2 and JSON do."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_space_file(path: str | Path) -> SearchSpace:
+    """Load and validate a YAML or JSON space file."""
+    path = Path(path)
+    where = f"space file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpaceError(f"{where}: not found; check the path given to --space") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"{where}: cannot be read ({exc}); check the path given to --space") \
+            from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise SpaceError(f"{where}: not valid YAML/JSON ({detail})") from None
+    return SearchSpace.from_dict(data, where=where)

@@ -1,0 +1,21 @@
+"""The results DB: schema, migrations and the store that reads and writes it."""
+
+from seqsweep.db.records import (
+    ClaimedTrial,
+    Counts,
+    EpochRecord,
+    StudyRecord,
+    TrialRecord,
+    TrialResult,
+)
+from seqsweep.db.store import ResultStore
+
+__all__ = [
+    "ClaimedTrial",
+    "Counts",
+    "EpochRecord",
+    "ResultStore",
+    "StudyRecord",
+    "TrialRecord",
+    "TrialResult",
+]

@@ -1,0 +1,73 @@
+"""Engines for the results DB, tuned for several writer processes.
+
+SQLite gets WAL (readers never block the writer), a 30 s busy timeout, and
+``BEGIN IMMEDIATE`` for every transaction, so a read-then-write such as a
+trial claim takes the write lock up front instead of failing halfway with
+"database is locked". PostgreSQL gets a connect timeout so an unreachable
+server is reported in seconds. Engines must be created after a fork, never
+inherited across one: see :func:`seqsweep.db.store.ResultStore.for_process`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from seqsweep.errors import UsageError
+from seqsweep.urls import mask_url
+
+SQLITE_BUSY_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 5
+_URL_HINT = "use e.g. sqlite:///seqsweep.db or postgresql+psycopg://USER@HOST/DB"
+
+
+def parse_db_url(url: str) -> URL:
+    """Parse a results DB URL; reject what seqsweep cannot store into."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--db {mask_url(url)!r}: not a database URL; {_URL_HINT}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver seqsweep installs; plain postgresql:// means psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend not in ("sqlite", "postgresql"):
+        raise UsageError(
+            f"--db {mask_url(url)!r}: backend {backend!r} is not supported; {_URL_HINT}"
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` with the settings described in the module docstring."""
+    parsed = parse_db_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+            _tune_sqlite(engine)
+            return engine
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise UsageError(f"--db {mask_url(url)!r}: driver not installed ({exc}); "
+                         f"{_URL_HINT}") from None
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

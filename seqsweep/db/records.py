@@ -1,0 +1,94 @@
+"""Frozen records that leave the store; callers never see SQLAlchemy rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str
+    created_at: datetime
+    seed: int
+    space: dict[str, Any]
+    settings: dict[str, Any]
+    dataset_hash: str
+    status: str
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    id: int
+    study_id: int
+    number: int
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    worker: str | None
+    device: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class ClaimedTrial:
+    """What a worker needs to train a trial it has just claimed."""
+
+    trial_id: int
+    study_id: int
+    study_name: str
+    number: int
+    params: dict[str, Any]
+    seed: int
+    settings: dict[str, Any]
+    dataset_hash: str
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The final and per-epoch metrics of one successful trial."""
+
+    val_loss: float
+    val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    duration_s: float
+    device: str
+    epochs: tuple[EpochRecord, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many trials of a study are in each state."""
+
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, "succeeded": self.succeeded, "failed": self.failed,
+                "running": self.running, "queued": self.queued}

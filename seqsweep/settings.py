@@ -1,0 +1,120 @@
+"""Study settings and the Celery configuration every process shares.
+
+:class:`StudySettings` are the knobs of a study that are not searched: they
+are stored with the study and travel to workers through the results DB, so a
+worker needs nothing but the broker and DB URLs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from seqsweep.errors import UsageError
+from seqsweep.urls import is_sqlite
+
+#: Name of the Celery task that trains one trial; the scheduler sends it by name
+#: so that it never has to import the worker package.
+TASK_NAME = "seqsweep.run_trial"
+QUEUE = "seqsweep"
+
+#: Redis redelivers a message that is still unacknowledged after this long. It
+#: must exceed the longest hard time limit, or a long trial runs twice at once.
+VISIBILITY_TIMEOUT_S = 6 * 3600
+MAX_TRIAL_TIMEOUT_S = 5 * 3600
+#: Extra time between the soft limit (recorded as a failed trial) and the hard
+#: kill, so the worker can write the failure before it is killed.
+HARD_LIMIT_GRACE_S = 30
+
+#: Backstop against memory that Keras/TF keep across trials despite
+#: ``clear_session``: recycle each pool process after this many trials.
+MAX_TASKS_PER_CHILD = 50
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Settings of a study that are fixed for all its trials.
+
+    ``epochs`` and ``batch_size`` are used unless the search space makes them
+    searchable, in which case each trial's own value wins.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    trial_timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1, "use --epochs 10, as in the article")
+        _check_int("batch_size", self.batch_size, 1, "use --batch-size 32, as in the article")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"setting {name}: must be a number, got {value!r}; use e.g. 0.2")
+            if not 0.0 < value < 0.5:
+                raise UsageError(
+                    f"setting {name}: must be in (0, 0.5), got {value!r}; use e.g. 0.2"
+                )
+        timeout = self.trial_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise UsageError(f"setting trial_timeout_s: must be a number, got {timeout!r}")
+        if not 0 < timeout <= MAX_TRIAL_TIMEOUT_S:
+            raise UsageError(
+                f"setting trial_timeout_s: must be in (0, {MAX_TRIAL_TIMEOUT_S}] seconds, "
+                f"got {timeout!r}; the broker would redeliver a longer trial while it runs"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySettings:
+        """Rebuild settings stored by :meth:`to_dict`, ignoring keys a newer version added."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_int(name: str, value: object, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"setting {name}: must be an integer, got {value!r}; {fix}")
+    if value < minimum:
+        raise UsageError(f"setting {name}: must be >= {minimum}, got {value}; {fix}")
+
+
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Return the Celery configuration shared by the scheduler and the workers."""
+    transport: dict[str, Any]
+    if is_sqlite(broker_url):
+        # kombu hands these to create_engine: wait for SQLite's write lock
+        # instead of failing while another process holds it.
+        transport = {"connect_args": {"timeout": 30}}
+    elif broker_url.startswith(("redis://", "rediss://")):
+        transport = {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_connect_timeout": 5,
+        }
+    else:
+        transport = {}
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        # JSON only: a pickle payload from the broker would be code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Results live in the results DB, not in a Celery backend.
+        "task_ignore_result": True,
+        "task_default_queue": QUEUE,
+        # Ack after the trial, one message at a time: a worker that dies
+        # mid-trial does not take a queue of other trials down with it.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+    }
