@@ -52,8 +52,12 @@ class ResultStore:
         self.masked_url = mask_url(url)
         self._engine: Engine = make_engine(url)
         if migrate:
-            with self._translate():
-                upgrade(self._engine)
+            self.migrate()
+
+    def migrate(self) -> bool:
+        """Bring the schema to the newest revision; return True if anything was applied."""
+        with self._translate():
+            return upgrade(self._engine)
 
     @classmethod
     def for_process(cls, url: str) -> ResultStore:

@@ -1,0 +1,42 @@
+"""Sending one Celery message per trial, by task name, over one producer connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from seqsweep.db import StudyRecord
+from seqsweep.errors import ConnectionFailedError
+from seqsweep.settings import HARD_LIMIT_GRACE_S, QUEUE, TASK_NAME, StudySettings
+from seqsweep.urls import mask_url
+
+
+def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
+    """Send a message for each trial number of ``study``; return how many were sent.
+
+    The scheduler never imports the worker package: it sends the task by name,
+    with the study's time limits on each message.
+    """
+    settings = StudySettings.from_dict(study.settings)
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for number in numbers:
+                app.send_task(
+                    TASK_NAME,
+                    args=[{"study_id": study.id, "study": study.name, "number": number}],
+                    queue=QUEUE,
+                    producer=producer,
+                    soft_time_limit=settings.trial_timeout_s,
+                    time_limit=settings.trial_timeout_s + HARD_LIMIT_GRACE_S,
+                    retry=True,
+                    retry_policy={"max_retries": 3, "interval_start": 0.5},
+                )
+                sent += 1
+    except Exception as exc:  # kombu raises transport-specific errors
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConnectionFailedError(
+            f"broker {mask_url(app.conf.broker_url)} failed after {sent} messages: {reason}; "
+            "queued trials are kept in the results DB: run the same launch again to resume"
+        ) from None
+    return sent

@@ -1,0 +1,134 @@
+"""``launch``: prepare a study, enqueue its trials, run local workers and wait for the end."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler.data import load_dataset
+from scheduler.enqueue import enqueue_trials
+from scheduler.local_workers import LocalWorkers
+from scheduler.report import study_report
+from scheduler.sampling import MAX_SEED, sample
+from scheduler.space import SearchSpace, default_space, load_space_file
+from seqsweep.broker import check_broker, make_app
+from seqsweep.dataset import split_sizes
+from seqsweep.db import Counts, ResultStore, StudyRecord
+from seqsweep.errors import SeqsweepError, UsageError
+from seqsweep.settings import StudySettings
+from seqsweep.urls import mask_url
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+PROGRESS_EVERY_S = 15.0
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Everything ``launch`` needs; the CLI fills it from flags."""
+
+    study: str
+    trials: int
+    db_url: str
+    broker_url: str
+    seed: int | None = None
+    space_file: Path | None = None
+    data_file: Path | None = None
+    target: str | None = None
+    settings: StudySettings = StudySettings()
+    local_workers: int = 1
+    top_k: int = 5
+    poll_interval_s: float = 1.0
+    worker_log: Path = Path("seqsweep-workers.log")
+
+
+def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run study ``opts.study`` to completion and return its report.
+
+    Every input is validated before anything is written, and the study, its
+    dataset and its trial rows are written in one transaction, so bad input
+    never leaves a half-written study behind.
+    """
+    if not STUDY_NAME.match(opts.study):
+        raise UsageError(f"--study {opts.study!r}: use 1-200 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    if opts.seed is not None and not 0 <= opts.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
+    space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
+    data = load_dataset(opts.data_file, opts.target)
+    split_sizes(data.n_rows, opts.settings.val_fraction, opts.settings.test_fraction)
+
+    store = ResultStore(opts.db_url)
+    app = make_app(opts.broker_url, main="scheduler")
+    check_broker(app, opts.broker_url)
+
+    study, added = _create(store, opts, space, data)
+    queued = store.numbers_in_state(study.id, "queued")
+    enqueue_trials(app, study, queued)
+    say(f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued), "
+        f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
+        f"{data.n_classes} classes; results in {mask_url(opts.db_url)}")
+
+    workers = None
+    if opts.local_workers > 0 and queued:
+        workers = LocalWorkers(opts.local_workers, opts.db_url, opts.broker_url,
+                               opts.worker_log.resolve())
+        say(f"started {opts.local_workers} local worker process(es); log: {workers.log_path}")
+    elif queued:
+        say(f"waiting for workers on {mask_url(opts.broker_url)}: start them with "
+            "python -m worker --broker URL --db URL")
+    try:
+        _wait(store, study, workers, opts.poll_interval_s, say)
+    finally:
+        if workers is not None:
+            workers.stop()
+    store.set_study_status(study.id, "completed")
+    return study_report(store, study.name, opts.top_k)
+
+
+def _create(store: ResultStore, opts: LaunchOptions, space: SearchSpace,
+            data: Any) -> tuple[StudyRecord, list[int]]:
+    existing = store.get_study(opts.study)
+    if opts.seed is not None:
+        seed = opts.seed
+    elif existing is not None:
+        seed = existing.seed  # resuming: keep the study's own seed
+    else:
+        seed = secrets.randbelow(2**31)
+    params = {n: sample(space, seed, n) for n in range(opts.trials)}
+    return store.create_study(opts.study, seed=seed, space=space.to_dict(),
+                              settings=opts.settings.to_dict(), data=data,
+                              trial_params=params)
+
+
+def _wait(store: ResultStore, study: StudyRecord, workers: LocalWorkers | None,
+          poll_s: float, say: Callable[[str], None]) -> None:
+    started = time.monotonic()
+    last_line, last_time = "", 0.0
+    while True:
+        counts = store.counts(study.id)
+        line = _progress(store, study, counts)
+        now = time.monotonic()
+        if line != last_line or now - last_time >= PROGRESS_EVERY_S:
+            say(f"[{now - started:6.0f}s] {line}")
+            last_line, last_time = line, now
+        if counts.finished >= counts.total:
+            return
+        if workers is not None and workers.exit_code() is not None:
+            raise SeqsweepError(
+                f"local workers exited with code {workers.exit_code()} before the study "
+                f"finished; see {workers.log_path}, then run the same launch to resume"
+            )
+        time.sleep(poll_s)
+
+
+def _progress(store: ResultStore, study: StudyRecord, counts: Counts) -> str:
+    top = store.top_trials(study.id, 1)
+    best = f", best val_accuracy {top[0].val_accuracy:.4f} (trial {top[0].number})" \
+        if top and top[0].val_accuracy is not None else ""
+    return (f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
+            f"{counts.failed} failed, {counts.running} running{best}")

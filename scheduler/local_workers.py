@@ -1,0 +1,59 @@
+"""Worker processes that ``launch`` starts on this machine and stops when the study ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from seqsweep.urls import BROKER_ENV, DB_ENV
+
+STOP_TIMEOUT_S = 30
+
+
+class LocalWorkers:
+    """One ``python -m worker`` node with ``count`` pool processes, in its own session.
+
+    Its own process session lets :meth:`stop` end the node and every pool
+    process together, and keeps a Ctrl-C in the terminal from killing trials
+    mid-write: ``launch`` catches it and stops the workers itself.
+    """
+
+    def __init__(self, count: int, db_url: str, broker_url: str, log_path: Path) -> None:
+        self.count = count
+        self.log_path = log_path
+        env = dict(os.environ)
+        # URLs travel in the environment: argv is visible to every user via `ps`.
+        env[DB_ENV] = db_url
+        env[BROKER_ENV] = broker_url
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--concurrency", str(count), "--loglevel", "INFO"],
+            env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def exit_code(self) -> int | None:
+        """Return the node's exit code if it has exited, else None."""
+        return self._proc.poll()
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown, then kill whatever is left of the process group."""
+        if self._proc.poll() is None:
+            # Only the node: it stops its pool processes itself after their trials.
+            self._proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self._signal(signal.SIGKILL)  # pool processes that outlived their parent
+        self._proc.wait()
+        self._log.close()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,70 @@
+"""Celery apps on a broker URL, and the checks that make a bad URL fail fast.
+
+The scheduler and the workers build their apps here so both always agree on
+serializer, queue and transport options. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from celery import Celery
+
+from seqsweep.errors import ConnectionFailedError, UsageError
+from seqsweep.settings import celery_config
+from seqsweep.urls import mask_url, sqlite_path
+
+BROKER_CONNECT_TIMEOUT_S = 5
+_SCHEMES = ("redis://", "rediss://", "sqla+sqlite://", "sqla+postgresql", "amqp://",
+            "amqps://", "pyamqp://", "filesystem://", "memory://")
+
+
+def make_app(broker_url: str, main: str = "seqsweep") -> Celery:
+    """Return a Celery app configured for ``broker_url`` (not set as current)."""
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(broker_url))
+    return app
+
+
+def check_broker(app: Any, broker_url: str) -> None:
+    """Raise a one-line error unless the broker at ``broker_url`` accepts a connection."""
+    masked = mask_url(broker_url)
+    if not broker_url.startswith(_SCHEMES):
+        raise UsageError(
+            f"--broker {masked!r}: unsupported URL; use redis://HOST:6379/0 or "
+            "sqla+sqlite:///PATH (the embedded default)"
+        )
+    path = sqlite_path(broker_url)
+    if path is not None:
+        prepare_sqlite_broker(path)
+        return
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                   timeout=BROKER_CONNECT_TIMEOUT_S)
+    except Exception as exc:  # kombu raises transport-specific types; report them all
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConnectionFailedError(
+            f"cannot reach broker {masked}: {reason}; check --broker / SEQSWEEP_BROKER_URL "
+            "and that the broker is running"
+        ) from None
+
+
+def prepare_sqlite_broker(path: Any) -> None:
+    """Create the embedded broker's SQLite file in WAL mode (the mode persists in the file).
+
+    WAL lets the scheduler enqueue while workers poll, instead of each writer
+    locking readers out.
+    """
+    try:
+        con = sqlite3.connect(path, timeout=30)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise ConnectionFailedError(
+            f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
+            "and is writable, or pass --broker"
+        ) from None

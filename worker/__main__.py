@@ -1,0 +1,76 @@
+"""``python -m worker``: start a Celery worker node that trains trials.
+
+Checks both URLs first, so a typo fails in seconds with one line instead of a
+worker that retries forever, then hands over to Celery's own worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from seqsweep.broker import check_broker
+from seqsweep.cli_support import OneLineParser, positive_int, run_cli
+from seqsweep.db import ResultStore
+from seqsweep.settings import QUEUE, celery_config
+from seqsweep.urls import BROKER_ENV, DB_ENV, resolve_broker_url, resolve_db_url
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--broker", help=f"broker URL (default: ${BROKER_ENV} or embedded)")
+    parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or ./seqsweep.db)")
+    parser.add_argument("--concurrency", type=positive_int, default=os.cpu_count() or 1,
+                        help="trials trained at once, one pool process each (default: cores)")
+    parser.add_argument("--loglevel", default="INFO", help="Celery log level (default: INFO)")
+    parser.add_argument("--logfile", help="write the worker log here instead of stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_cli(lambda: _start(args))
+
+
+def _start(args: argparse.Namespace) -> int:
+    db_url = resolve_db_url(args.db)
+    broker_url = resolve_broker_url(args.broker)
+    # Validate, create or migrate the schema, then drop the engine: pool
+    # processes are forked from this one and must open their own connections.
+    store = ResultStore(db_url)
+    store.ping()
+    store.dispose()
+    # Pool processes read both URLs from the environment, never from argv,
+    # where `ps` would show a password to every user of the machine.
+    os.environ[DB_ENV] = db_url
+    os.environ[BROKER_ENV] = broker_url
+    _share_cores(args.concurrency)
+
+    from worker.celery_app import app
+
+    app.conf.update(celery_config(broker_url))
+    check_broker(app, broker_url)
+    celery_args = ["worker", "--pool=prefork", f"--concurrency={args.concurrency}",
+                   f"--loglevel={args.loglevel}", f"--queues={QUEUE}",
+                   f"--hostname=seqsweep-{os.getpid()}@%h", "--without-mingle"]
+    if args.logfile:
+        celery_args.append(f"--logfile={args.logfile}")
+    app.worker_main(celery_args)
+    return 0
+
+
+def _share_cores(concurrency: int) -> None:
+    """Give each pool process its share of the cores, so N trials do not oversubscribe.
+
+    Set before any pool process imports a backend; values the user exported win.
+    """
+    share = str(max(1, (os.cpu_count() or 1) // concurrency))
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Training one trial: build the article's model, fit, evaluate. Backend-neutral Keras 3.
+
+This module imports Keras lazily so that importing the worker package (as the
+Celery parent process does before forking) never initialises TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from seqsweep.dataset import Splits
+from seqsweep.db.records import EpochRecord, TrialResult
+from seqsweep.errors import TrialError
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Seed for weights, dropout masks and shuffling of one trial; fits Keras' 32-bit range."""
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
+
+
+def run_trial(
+    params: dict[str, Any],
+    splits: Splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+) -> TrialResult:
+    """Train the article's model with ``params`` on ``splits`` and return its metrics.
+
+    Raises TrialError when the loss becomes NaN or infinite. Keras' global
+    state is cleared afterwards, whatever happens.
+    """
+    import keras
+
+    from models import build_model
+
+    epochs = int(params.get("epochs", epochs))
+    batch_size = int(params.get("batch_size", batch_size))
+    started = time.perf_counter()
+    try:
+        keras.utils.set_random_seed(seed)
+        model = build_model(
+            splits.x_train.shape[1],
+            splits.n_classes,
+            dense_units=int(params["dense_units"]),
+            dropout_rate1=float(params["dropout_rate1"]),
+            dropout_rate2=float(params["dropout_rate2"]),
+            learning_rate=float(params["learning_rate"]),
+        )
+        y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
+        y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
+        y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
+        history = model.fit(
+            splits.x_train, y_train,
+            epochs=epochs, batch_size=batch_size,
+            validation_data=(splits.x_val, y_val),
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+            verbose=0,
+        ).history
+        _check_finite(history)
+        test = model.evaluate(splits.x_test, y_test, batch_size=max(batch_size, 256),
+                              verbose=0, return_dict=True)
+    finally:
+        keras.backend.clear_session()
+    if not (math.isfinite(test["loss"]) and math.isfinite(test["accuracy"])):
+        raise TrialError(f"test loss is {test['loss']}; the trained model is numerically "
+                         "unstable, try a lower learning_rate")
+    records = tuple(
+        EpochRecord(epoch=i + 1, loss=_get(history, "loss", i),
+                    accuracy=_get(history, "accuracy", i),
+                    val_loss=_get(history, "val_loss", i),
+                    val_accuracy=_get(history, "val_accuracy", i))
+        for i in range(len(history["loss"]))
+    )
+    last = records[-1]
+    assert last.val_loss is not None and last.val_accuracy is not None
+    return TrialResult(
+        val_loss=last.val_loss,
+        val_accuracy=last.val_accuracy,
+        test_loss=float(test["loss"]),
+        test_accuracy=float(test["accuracy"]),
+        duration_s=time.perf_counter() - started,
+        device=current_device(),
+        epochs=records,
+    )
+
+
+def _get(history: dict[str, list[float]], key: str, i: int) -> float | None:
+    values = history.get(key)
+    return None if values is None or i >= len(values) else float(values[i])
+
+
+def _check_finite(history: dict[str, list[float]]) -> None:
+    for key in ("loss", "val_loss"):
+        for i, value in enumerate(history.get(key, [])):
+            if not math.isfinite(value):
+                raise TrialError(
+                    f"{key} became {value} at epoch {i + 1}; training diverged, "
+                    "try a lower learning_rate"
+                )
+
+
+def current_device() -> str:
+    """Name the device Keras trains on: ``cpu`` or ``gpu:N``, whatever the backend."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else f"gpu:{device.id}"
+    if backend == "torch":
+        import torch
+
+        return f"gpu:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    return backend
