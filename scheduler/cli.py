@@ -21,37 +21,58 @@ from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url, resolve_broker_url, reso
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m scheduler",
-                           description="Distributed hyperparameter search for Keras "
-                                       "Sequential models on Celery.")
+    parser = OneLineParser(
+        prog="python -m scheduler",
+        description="Distributed hyperparameter search for Keras Sequential models on Celery.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     db = OneLineParser(add_help=False)
     db.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or sqlite:///seqsweep.db)")
     broker = OneLineParser(add_help=False)
-    broker.add_argument("--broker", help=f"broker URL (default: ${BROKER_ENV} or the embedded "
-                                         "sqla+sqlite:///seqsweep-broker.db)")
+    broker.add_argument(
+        "--broker",
+        help=f"broker URL (default: ${BROKER_ENV} or the embedded "
+        "sqla+sqlite:///seqsweep-broker.db)",
+    )
     study = OneLineParser(add_help=False)
     study.add_argument("--study", default="default", help="study name (default: default)")
 
-    run = commands.add_parser("launch", parents=[db, broker, study],
-                              help="sample trials, enqueue them and wait for the results")
-    run.add_argument("--trials", type=positive_int, default=100,
-                     help="trials in the study; a larger number extends it (default: 100)")
+    run = commands.add_parser(
+        "launch",
+        parents=[db, broker, study],
+        help="sample trials, enqueue them and wait for the results",
+    )
+    run.add_argument(
+        "--trials",
+        type=positive_int,
+        default=100,
+        help="trials in the study; a larger number extends it (default: 100)",
+    )
     run.add_argument("--seed", type=int, help="study seed (default: random, then stored)")
     run.add_argument("--space", type=Path, help="YAML or JSON search space file")
-    run.add_argument("--data", type=Path, help="CSV (with --target) or NPZ (X, y) data file; "
-                                               "default: built-in synthetic set")
+    run.add_argument(
+        "--data",
+        type=Path,
+        help="CSV (with --target) or NPZ (X, y) data file; default: built-in synthetic set",
+    )
     run.add_argument("--target", help="label column of a CSV file")
     run.add_argument("--epochs", type=positive_int, default=10, help="default: 10")
     run.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
     run.add_argument("--val-fraction", type=float, default=0.2, help="default: 0.2")
     run.add_argument("--test-fraction", type=float, default=0.2, help="default: 0.2")
-    run.add_argument("--trial-timeout", type=float, default=3600.0,
-                     help="seconds before a trial is stopped and marked failed (default: 3600)")
-    run.add_argument("--local-workers", type=non_negative_int, default=os.cpu_count() or 1,
-                     help="worker processes to start here; 0 uses remote workers only "
-                          "(default: one per core)")
+    run.add_argument(
+        "--trial-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds before a trial is stopped and marked failed (default: 3600)",
+    )
+    run.add_argument(
+        "--local-workers",
+        type=non_negative_int,
+        default=os.cpu_count() or 1,
+        help="worker processes to start here; 0 uses remote workers only (default: one per core)",
+    )
     run.add_argument("--top", type=positive_int, default=5, help="rows in the final table")
     run.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -59,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=positive_int, default=10, help="rows in the table")
     rep.add_argument("--format", choices=("table", "json"), default="table")
 
-    commands.add_parser("migrate", parents=[db],
-                        help="create or upgrade the results DB schema (also done automatically)")
+    commands.add_parser(
+        "migrate",
+        parents=[db],
+        help="create or upgrade the results DB schema (also done automatically)",
+    )
     return parser
 
 
@@ -71,23 +95,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    settings = StudySettings(epochs=args.epochs, batch_size=args.batch_size,
-                             val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                             trial_timeout_s=args.trial_timeout)
-    options = LaunchOptions(
-        study=args.study, trials=args.trials, seed=args.seed, space_file=args.space,
-        data_file=args.data, target=args.target, settings=settings,
-        db_url=resolve_db_url(args.db), broker_url=resolve_broker_url(args.broker),
-        local_workers=args.local_workers, top_k=args.top,
+    settings = StudySettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        trial_timeout_s=args.trial_timeout,
     )
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.format == "json" \
+    options = LaunchOptions(
+        study=args.study,
+        trials=args.trials,
+        seed=args.seed,
+        space_file=args.space,
+        data_file=args.data,
+        target=args.target,
+        settings=settings,
+        db_url=resolve_db_url(args.db),
+        broker_url=resolve_broker_url(args.broker),
+        local_workers=args.local_workers,
+        top_k=args.top,
+    )
+    say = (
+        (lambda line: print(line, file=sys.stderr, flush=True))
+        if args.format == "json"
         else (lambda line: print(line, flush=True))
+    )
     report = launch(options, say=say)
     _print_report(report, args.format)
     if report["best"] is None:
-        raise SeqsweepError(f"study {report['study']}: every trial failed; "
-                            f"run `python -m scheduler report --study {report['study']}` "
-                            "and see the error column in the trials table")
+        raise SeqsweepError(
+            f"study {report['study']}: every trial failed; "
+            f"run `python -m scheduler report --study {report['study']}` "
+            "and see the error column in the trials table"
+        )
     return 0
 
 

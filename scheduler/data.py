@@ -26,8 +26,9 @@ def synthetic_dataset(n_rows: int = SYNTHETIC_ROWS, seed: int = 20240521) -> Dat
     """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_rows, SYNTHETIC_FEATURES)).astype(np.float32)
-    score = (1.5 * x[:, 0] * x[:, 1] + np.sin(2.0 * x[:, 2]) + 0.6 * x[:, 3] ** 2
-             - 0.5 * x[:, 4] - 0.6)
+    score = (
+        1.5 * x[:, 0] * x[:, 1] + np.sin(2.0 * x[:, 2]) + 0.6 * x[:, 3] ** 2 - 0.5 * x[:, 4] - 0.6
+    )
     y = (score > 0).astype(np.int64)
     flip = rng.random(n_rows) < SYNTHETIC_LABEL_NOISE
     y[flip] = 1 - y[flip]
@@ -71,10 +72,12 @@ def _load_csv(path: Path, target: str, where: str) -> Dataset:
     if features.shape[1] == 0:
         raise DataError(f"{where}: no feature columns besides the target {target!r}")
     for column in features.columns:
-        if not pd.api.types.is_numeric_dtype(features[column]) or \
-                pd.api.types.is_bool_dtype(features[column]):
-            bad = features[column][pd.to_numeric(features[column], errors="coerce").isna()
-                                   & features[column].notna()]
+        if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(
+            features[column]
+        ):
+            bad = features[column][
+                pd.to_numeric(features[column], errors="coerce").isna() & features[column].notna()
+            ]
             example = f" (e.g. {bad.iloc[0]!r} at row {bad.index[0] + 2})" if len(bad) else ""
             raise DataError(
                 f"{where}: feature column {column!r} is not numeric{example}; "
@@ -96,9 +99,11 @@ def _load_npz(path: Path, where: str) -> Dataset:
             names = set(npz.files)
             for key in ("X", "y"):
                 if key not in names:
-                    raise DataError(f"{where}: array {key!r} is missing (found: "
-                                    f"{', '.join(sorted(names)) or 'none'}); save with "
-                                    "np.savez(path, X=features, y=labels)")
+                    raise DataError(
+                        f"{where}: array {key!r} is missing (found: "
+                        f"{', '.join(sorted(names)) or 'none'}); save with "
+                        "np.savez(path, X=features, y=labels)"
+                    )
             x, y = npz["X"], npz["y"]
     except DataError:
         raise
@@ -115,8 +120,9 @@ def _load_npz(path: Path, where: str) -> Dataset:
         raise DataError(f"{where}: X must be numeric, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         row, col = np.argwhere(~np.isfinite(x))[0]
-        raise DataError(f"{where}: X has NaN or inf at row {row}, column {col}; "
-                        "fill or drop such rows")
+        raise DataError(
+            f"{where}: X has NaN or inf at row {row}, column {col}; fill or drop such rows"
+        )
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{where}: y has NaN or inf at row {np.argwhere(~np.isfinite(y))[0][0]}")
     return _make_dataset(x.astype(np.float64), y, where)

@@ -6,7 +6,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class LaunchOptions:
     space_file: Path | None = None
     data_file: Path | None = None
     target: str | None = None
-    settings: StudySettings = StudySettings()
+    settings: StudySettings = field(default_factory=StudySettings)
     local_workers: int = 1
     top_k: int = 5
     poll_interval_s: float = 1.0
@@ -54,8 +54,10 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     never leaves a half-written study behind.
     """
     if not STUDY_NAME.match(opts.study):
-        raise UsageError(f"--study {opts.study!r}: use 1-200 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
+        raise UsageError(
+            f"--study {opts.study!r}: use 1-200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     if opts.seed is not None and not 0 <= opts.seed <= MAX_SEED:
         raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
     space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
@@ -69,18 +71,23 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     study, added = _create(store, opts, space, data)
     queued = store.numbers_in_state(study.id, "queued")
     enqueue_trials(app, study, queued)
-    say(f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued), "
+    say(
+        f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued), "
         f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
-        f"{data.n_classes} classes; results in {mask_url(opts.db_url)}")
+        f"{data.n_classes} classes; results in {mask_url(opts.db_url)}"
+    )
 
     workers = None
     if opts.local_workers > 0 and queued:
-        workers = LocalWorkers(opts.local_workers, opts.db_url, opts.broker_url,
-                               opts.worker_log.resolve())
+        workers = LocalWorkers(
+            opts.local_workers, opts.db_url, opts.broker_url, opts.worker_log.resolve()
+        )
         say(f"started {opts.local_workers} local worker process(es); log: {workers.log_path}")
     elif queued:
-        say(f"waiting for workers on {mask_url(opts.broker_url)}: start them with "
-            "python -m worker --broker URL --db URL")
+        say(
+            f"waiting for workers on {mask_url(opts.broker_url)}: start them with "
+            "python -m worker --broker URL --db URL"
+        )
     try:
         _wait(store, study, workers, opts.poll_interval_s, say)
     finally:
@@ -90,8 +97,9 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     return study_report(store, study.name, opts.top_k)
 
 
-def _create(store: ResultStore, opts: LaunchOptions, space: SearchSpace,
-            data: Any) -> tuple[StudyRecord, list[int]]:
+def _create(
+    store: ResultStore, opts: LaunchOptions, space: SearchSpace, data: Any
+) -> tuple[StudyRecord, list[int]]:
     existing = store.get_study(opts.study)
     if opts.seed is not None:
         seed = opts.seed
@@ -100,13 +108,23 @@ def _create(store: ResultStore, opts: LaunchOptions, space: SearchSpace,
     else:
         seed = secrets.randbelow(2**31)
     params = {n: sample(space, seed, n) for n in range(opts.trials)}
-    return store.create_study(opts.study, seed=seed, space=space.to_dict(),
-                              settings=opts.settings.to_dict(), data=data,
-                              trial_params=params)
+    return store.create_study(
+        opts.study,
+        seed=seed,
+        space=space.to_dict(),
+        settings=opts.settings.to_dict(),
+        data=data,
+        trial_params=params,
+    )
 
 
-def _wait(store: ResultStore, study: StudyRecord, workers: LocalWorkers | None,
-          poll_s: float, say: Callable[[str], None]) -> None:
+def _wait(
+    store: ResultStore,
+    study: StudyRecord,
+    workers: LocalWorkers | None,
+    poll_s: float,
+    say: Callable[[str], None],
+) -> None:
     started = time.monotonic()
     last_line, last_time = "", 0.0
     while True:
@@ -128,7 +146,12 @@ def _wait(store: ResultStore, study: StudyRecord, workers: LocalWorkers | None,
 
 def _progress(store: ResultStore, study: StudyRecord, counts: Counts) -> str:
     top = store.top_trials(study.id, 1)
-    best = f", best val_accuracy {top[0].val_accuracy:.4f} (trial {top[0].number})" \
-        if top and top[0].val_accuracy is not None else ""
-    return (f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
-            f"{counts.failed} failed, {counts.running} running{best}")
+    best = (
+        f", best val_accuracy {top[0].val_accuracy:.4f} (trial {top[0].number})"
+        if top and top[0].val_accuracy is not None
+        else ""
+    )
+    return (
+        f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
+        f"{counts.failed} failed, {counts.running} running{best}"
+    )

@@ -20,8 +20,10 @@ def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> dict[s
     if study is None:
         names = [s.name for s in store.list_studies()]
         known = f"known studies: {', '.join(names[:10])}" if names else "the DB has no studies"
-        raise UsageError(f"study {study_name!r} not found in {store.masked_url}; {known}; "
-                         "pass --study NAME or --db URL")
+        raise UsageError(
+            f"study {study_name!r} not found in {store.masked_url}; {known}; "
+            "pass --study NAME or --db URL"
+        )
     counts = store.counts(study.id)
     top = [trial_summary(t) for t in store.top_trials(study.id, top_k)]
     return {
@@ -47,18 +49,28 @@ def trial_summary(trial: TrialRecord) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """Render a report as a plain-text table that ends with the best trial."""
     c = report["counts"]
-    lines = [f"study {report['study']} ({report['status']}): {c['total']} trials, "
-             f"{c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
-             f"{c['queued']} queued"]
+    lines = [
+        f"study {report['study']} ({report['status']}): {c['total']} trials, "
+        f"{c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
+        f"{c['queued']} queued"
+    ]
     top = report["top"]
     if not top:
         lines.append("no trial has succeeded yet")
         return "\n".join(lines)
     names = list(top[0]["params"])
     header = ["rank", "trial", "val_acc", "val_loss", "test_acc", *names]
-    rows = [[str(i + 1), str(t["number"]), _fmt(t["val_accuracy"]), _fmt(t["val_loss"]),
-             _fmt(t["test_accuracy"]), *(_fmt(t["params"].get(n)) for n in names)]
-            for i, t in enumerate(top)]
+    rows = [
+        [
+            str(i + 1),
+            str(t["number"]),
+            _fmt(t["val_accuracy"]),
+            _fmt(t["val_loss"]),
+            _fmt(t["test_accuracy"]),
+            *(_fmt(t["params"].get(n)) for n in names),
+        ]
+        for i, t in enumerate(top)
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("")
     lines.append(f"top {len(top)} by val_accuracy (ties: lower val_loss):")
@@ -66,9 +78,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     best = report["best"]
     lines.append("")
-    lines.append(f"best trial: #{best['number']}  val_accuracy={_fmt(best['val_accuracy'])}  "
-                 f"val_loss={_fmt(best['val_loss'])}  test_accuracy="
-                 f"{_fmt(best['test_accuracy'])}  test_loss={_fmt(best['test_loss'])}")
+    lines.append(
+        f"best trial: #{best['number']}  val_accuracy={_fmt(best['val_accuracy'])}  "
+        f"val_loss={_fmt(best['val_loss'])}  test_accuracy="
+        f"{_fmt(best['test_accuracy'])}  test_loss={_fmt(best['test_loss'])}"
+    )
     lines.append("best params: " + "  ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ MAX_SEED = 2**63 - 1
 
 def sample(space: SearchSpace, seed: int, number: int) -> dict[str, Any]:
     """Return the parameters of trial ``number`` of a study seeded with ``seed``."""
-    if not 0 <= seed <= MAX_SEED or not 0 <= number:
+    if not 0 <= seed <= MAX_SEED or number < 0:
         raise ValueError(f"seed and number must be non-negative, got {seed}, {number}")
     return {
         name: _draw(dist, np.random.default_rng([seed, number, zlib.crc32(name.encode())]))

@@ -159,8 +159,13 @@ class IntRange:
         return (self.low, self.high)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "low": self.low, "high": self.high,
-                "step": self.step, "log": self.log}
+        return {
+            "type": self.kind,
+            "low": self.low,
+            "high": self.high,
+            "step": self.step,
+            "log": self.log,
+        }
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,11 @@ _KINDS: dict[str, type[Distribution]] = {
     c.kind: c for c in (Choice, Uniform, LogUniform, IntRange, Fixed)
 }
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "choice": ("values",), "uniform": ("low", "high"), "loguniform": ("low", "high"),
-    "int": ("low", "high", "step", "log"), "fixed": ("value",),
+    "choice": ("values",),
+    "uniform": ("low", "high"),
+    "loguniform": ("low", "high"),
+    "int": ("low", "high", "step", "log"),
+    "fixed": ("value",),
 }
 
 
@@ -212,8 +220,9 @@ class SearchSpace:
         for name, dist in self.params.items():
             _check_param(name, dist)
         # Freeze the mapping's order so equality and JSON are stable.
-        object.__setattr__(self, "params", {k: self.params[k] for k in ALLOWED_PARAMS
-                                            if k in self.params})
+        object.__setattr__(
+            self, "params", {k: self.params[k] for k in ALLOWED_PARAMS if k in self.params}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the space as JSON-ready data; :meth:`from_dict` reads it back."""
@@ -264,8 +273,9 @@ def _parse_distribution(spec: object) -> Distribution:
     allowed = _FIELDS[kind]
     unknown = sorted(set(spec) - {"type", *allowed})
     if unknown:
-        raise SpaceError(f"unknown key {unknown[0]!r} for type {kind}; allowed: "
-                         f"{', '.join(allowed)}")
+        raise SpaceError(
+            f"unknown key {unknown[0]!r} for type {kind}; allowed: {', '.join(allowed)}"
+        )
     required = [f for f in allowed if f not in ("step", "log")]
     absent = [f for f in required if f not in spec]
     if absent:
@@ -299,12 +309,14 @@ def _check_param(name: str, dist: Distribution) -> None:
 
 def default_space() -> SearchSpace:
     """Return the search space of the source article."""
-    return SearchSpace({
-        "dense_units": Choice((32, 64, 128, 256, 512)),
-        "dropout_rate1": Uniform(0.0, 0.5),
-        "dropout_rate2": Uniform(0.0, 0.5),
-        "learning_rate": LogUniform(1e-4, 1e-2),
-    })
+    return SearchSpace(
+        {
+            "dense_units": Choice((32, 64, 128, 256, 512)),
+            "dropout_rate1": Uniform(0.0, 0.5),
+            "dropout_rate2": Uniform(0.0, 0.5),
+            "learning_rate": LogUniform(1e-4, 1e-2),
+        }
+    )
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -327,13 +339,14 @@ def load_space_file(path: str | Path) -> SearchSpace:
     except FileNotFoundError:
         raise SpaceError(f"{where}: not found; check the path given to --space") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(f"{where}: cannot be read ({exc}); check the path given to --space") \
-            from None
+        raise SpaceError(
+            f"{where}: cannot be read ({exc}); check the path given to --space"
+        ) from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=_YamlLoader)  # SafeLoader subclass: no objects
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())
         raise SpaceError(f"{where}: not valid YAML/JSON ({detail})") from None

@@ -16,8 +16,17 @@ from seqsweep.settings import celery_config
 from seqsweep.urls import mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
-_SCHEMES = ("redis://", "rediss://", "sqla+sqlite://", "sqla+postgresql", "amqp://",
-            "amqps://", "pyamqp://", "filesystem://", "memory://")
+_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "sqla+sqlite://",
+    "sqla+postgresql",
+    "amqp://",
+    "amqps://",
+    "pyamqp://",
+    "filesystem://",
+    "memory://",
+)
 
 
 def make_app(broker_url: str, main: str = "seqsweep") -> Celery:
@@ -41,8 +50,9 @@ def check_broker(app: Any, broker_url: str) -> None:
         return
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                   timeout=BROKER_CONNECT_TIMEOUT_S)
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_CONNECT_TIMEOUT_S
+            )
     except Exception as exc:  # kombu raises transport-specific types; report them all
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ConnectionFailedError(

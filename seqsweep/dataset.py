@@ -83,12 +83,16 @@ class Splits:
 
 def split_sizes(n_rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
     """Return (train, val, test) row counts; raise DataError when a split would be too small."""
-    n_val = int(round(n_rows * val_fraction))
-    n_test = int(round(n_rows * test_fraction))
+    n_val = round(n_rows * val_fraction)
+    n_test = round(n_rows * test_fraction)
     n_train = n_rows - n_val - n_test
     if min(n_train, n_val, n_test) < MIN_ROWS_PER_SPLIT:
-        need = int(np.ceil(MIN_ROWS_PER_SPLIT / min(val_fraction, test_fraction,
-                                                   1 - val_fraction - test_fraction)))
+        need = int(
+            np.ceil(
+                MIN_ROWS_PER_SPLIT
+                / min(val_fraction, test_fraction, 1 - val_fraction - test_fraction)
+            )
+        )
         raise DataError(
             f"dataset: {n_rows} rows are too few to split into train/validation/test "
             f"({n_train}/{n_val}/{n_test}); each needs at least {MIN_ROWS_PER_SPLIT} rows, "
@@ -111,5 +115,6 @@ def split_dataset(data: Dataset, seed: int, val_fraction: float, test_fraction: 
     std = x[train].std(axis=0)
     std[std == 0] = 1.0  # a constant column stays constant instead of dividing by zero
     x = (x - mean) / std
-    return Splits(x[train], data.y[train], x[val], data.y[val], x[test], data.y[test],
-                  data.n_classes)
+    return Splits(
+        x[train], data.y[train], x[val], data.y[val], x[test], data.y[test], data.n_classes
+    )

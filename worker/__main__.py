@@ -21,8 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m worker", description=__doc__)
     parser.add_argument("--broker", help=f"broker URL (default: ${BROKER_ENV} or embedded)")
     parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or ./seqsweep.db)")
-    parser.add_argument("--concurrency", type=positive_int, default=os.cpu_count() or 1,
-                        help="trials trained at once, one pool process each (default: cores)")
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="trials trained at once, one pool process each (default: cores)",
+    )
     parser.add_argument("--loglevel", default="INFO", help="Celery log level (default: INFO)")
     parser.add_argument("--logfile", help="write the worker log here instead of stderr")
     return parser
@@ -51,9 +55,15 @@ def _start(args: argparse.Namespace) -> int:
 
     app.conf.update(celery_config(broker_url))
     check_broker(app, broker_url)
-    celery_args = ["worker", "--pool=prefork", f"--concurrency={args.concurrency}",
-                   f"--loglevel={args.loglevel}", f"--queues={QUEUE}",
-                   f"--hostname=seqsweep-{os.getpid()}@%h", "--without-mingle"]
+    celery_args = [
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={args.concurrency}",
+        f"--loglevel={args.loglevel}",
+        f"--queues={QUEUE}",
+        f"--hostname=seqsweep-{os.getpid()}@%h",
+        "--without-mingle",
+    ]
     if args.logfile:
         celery_args.append(f"--logfile={args.logfile}")
     app.worker_main(celery_args)

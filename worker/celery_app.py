@@ -19,4 +19,5 @@ def _match_transport_options(sender: Any = None, **_: Any) -> None:
     """Recompute transport options when ``celery -A worker worker -b URL`` set another broker."""
     if sender is not None and sender.app is app:
         app.conf.broker_transport_options = celery_config(app.conf.broker_url)[
-            "broker_transport_options"]
+            "broker_transport_options"
+        ]

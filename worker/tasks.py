@@ -43,8 +43,11 @@ class TrialRef:
     def parse(cls, payload: Any) -> TrialRef:
         if not isinstance(payload, dict):
             raise ValueError(f"payload must be a JSON object, got {type(payload).__name__}")
-        study_id, number, study = payload.get("study_id"), payload.get("number"), \
-            payload.get("study")
+        study_id, number, study = (
+            payload.get("study_id"),
+            payload.get("number"),
+            payload.get("study"),
+        )
         for key, value in (("study_id", study_id), ("number", number)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"payload {key} must be a non-negative integer, got {value!r}")
@@ -87,9 +90,13 @@ def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
     settings = StudySettings.from_dict(claimed.settings)
     try:
         splits = _splits(store, claimed, settings)
-        result = run_trial(claimed.params, splits, epochs=settings.epochs,
-                           batch_size=settings.batch_size,
-                           seed=trial_seed(claimed.seed, claimed.number))
+        result = run_trial(
+            claimed.params,
+            splits,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=trial_seed(claimed.seed, claimed.number),
+        )
     except SoftTimeLimitExceeded:
         reason = f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
     except TrialError as exc:
@@ -99,8 +106,12 @@ def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
         reason = f"{type(exc).__name__}: {exc}"
     else:
         store.finish_trial(claimed.trial_id, result)
-        log.info("%s succeeded: val_accuracy=%.4f in %.1f s", label, result.val_accuracy,
-                 result.duration_s)
+        log.info(
+            "%s succeeded: val_accuracy=%.4f in %.1f s",
+            label,
+            result.val_accuracy,
+            result.duration_s,
+        )
         return "succeeded"
     store.fail_trial(claimed.trial_id, reason, device=_device_or_none())
     log.warning("%s failed: %s", label, reason)

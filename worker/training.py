@@ -56,25 +56,33 @@ def run_trial(
         y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
         y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
         history = model.fit(
-            splits.x_train, y_train,
-            epochs=epochs, batch_size=batch_size,
+            splits.x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
             validation_data=(splits.x_val, y_val),
             callbacks=[keras.callbacks.TerminateOnNaN()],
             verbose=0,
         ).history
         _check_finite(history)
-        test = model.evaluate(splits.x_test, y_test, batch_size=max(batch_size, 256),
-                              verbose=0, return_dict=True)
+        test = model.evaluate(
+            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
+        )
     finally:
         keras.backend.clear_session()
     if not (math.isfinite(test["loss"]) and math.isfinite(test["accuracy"])):
-        raise TrialError(f"test loss is {test['loss']}; the trained model is numerically "
-                         "unstable, try a lower learning_rate")
+        raise TrialError(
+            f"test loss is {test['loss']}; the trained model is numerically "
+            "unstable, try a lower learning_rate"
+        )
     records = tuple(
-        EpochRecord(epoch=i + 1, loss=_get(history, "loss", i),
-                    accuracy=_get(history, "accuracy", i),
-                    val_loss=_get(history, "val_loss", i),
-                    val_accuracy=_get(history, "val_accuracy", i))
+        EpochRecord(
+            epoch=i + 1,
+            loss=_get(history, "loss", i),
+            accuracy=_get(history, "accuracy", i),
+            val_loss=_get(history, "val_loss", i),
+            val_accuracy=_get(history, "val_accuracy", i),
+        )
         for i in range(len(history["loss"]))
     )
     last = records[-1]

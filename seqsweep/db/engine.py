@@ -52,8 +52,9 @@ def make_engine(url: str) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:
-        raise UsageError(f"--db {mask_url(url)!r}: driver not installed ({exc}); "
-                         f"{_URL_HINT}") from None
+        raise UsageError(
+            f"--db {mask_url(url)!r}: driver not installed ({exc}); {_URL_HINT}"
+        ) from None
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -90,5 +90,10 @@ class Counts:
         return self.succeeded + self.failed
 
     def as_dict(self) -> dict[str, int]:
-        return {"total": self.total, "succeeded": self.succeeded, "failed": self.failed,
-                "running": self.running, "queued": self.queued}
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "running": self.running,
+            "queued": self.queued,
+        }

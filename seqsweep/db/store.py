@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,7 +45,7 @@ def utcnow() -> datetime:
 class ResultStore:
     """Read and write studies, trials and epochs in one results DB."""
 
-    _per_process: dict[str, tuple[int, ResultStore]] = {}
+    _per_process: ClassVar[dict[str, tuple[int, ResultStore]]] = {}
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
@@ -86,11 +86,9 @@ class ResultStore:
                     f"cannot use results DB {self.masked_url}: {_reason(exc, self.url)}; "
                     "check --db / SEQSWEEP_DB_URL and that the database is running"
                 ) from exc
-            raise StoreError(f"results DB {self.masked_url}: {_reason(exc, self.url)}") \
-                from exc
+            raise StoreError(f"results DB {self.masked_url}: {_reason(exc, self.url)}") from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"results DB {self.masked_url}: {_reason(exc, self.url)}") \
-                from exc
+            raise StoreError(f"results DB {self.masked_url}: {_reason(exc, self.url)}") from exc
 
     @contextmanager
     def session(self) -> Iterator[Connection]:
@@ -113,18 +111,28 @@ class ResultStore:
     def put_dataset(self, data: Dataset, conn: Connection | None = None) -> str:
         """Store ``data`` under its content hash (once) and return the hash."""
         digest = data.content_hash()
-        row = {"hash": digest, "created_at": utcnow(), "n_rows": data.n_rows,
-               "n_features": data.n_features, "n_classes": data.n_classes,
-               "classes": list(data.classes), "data": data.to_bytes()}
+        row = {
+            "hash": digest,
+            "created_at": utcnow(),
+            "n_rows": data.n_rows,
+            "n_features": data.n_features,
+            "n_classes": data.n_classes,
+            "classes": list(data.classes),
+            "data": data.to_bytes(),
+        }
         with self._maybe_session(conn) as c:
-            c.execute(self._insert(c, datasets).values(row).on_conflict_do_nothing(
-                index_elements=["hash"]))
+            c.execute(
+                self._insert(c, datasets)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=["hash"])
+            )
         return digest
 
     def load_dataset(self, digest: str) -> Dataset:
         with self.session() as conn:
-            blob = conn.execute(select(datasets.c.data).where(datasets.c.hash == digest)) \
-                .scalar_one_or_none()
+            blob = conn.execute(
+                select(datasets.c.data).where(datasets.c.hash == digest)
+            ).scalar_one_or_none()
         if blob is None:
             raise StoreError(f"results DB {self.masked_url}: dataset {digest[:12]} is missing")
         return Dataset.from_bytes(blob)
@@ -157,32 +165,56 @@ class ResultStore:
         """
         with self.session() as conn:
             digest = self.put_dataset(data, conn)
-            conn.execute(self._insert(conn, studies).values(
-                name=name, created_at=utcnow(), seed=seed, space=dict(space),
-                settings=dict(settings), dataset_hash=digest, status="running",
-            ).on_conflict_do_nothing(index_elements=["name"]))
+            conn.execute(
+                self._insert(conn, studies)
+                .values(
+                    name=name,
+                    created_at=utcnow(),
+                    seed=seed,
+                    space=dict(space),
+                    settings=dict(settings),
+                    dataset_hash=digest,
+                    status="running",
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
             study = _study(conn.execute(select(studies).where(studies.c.name == name)).one())
             _check_same(study, seed=seed, space=space, settings=settings, dataset_hash=digest)
             added = self._add_trials(conn, study.id, trial_params)
             if added and study.status != "running":
-                conn.execute(update(studies).where(studies.c.id == study.id)
-                             .values(status="running"))
+                conn.execute(
+                    update(studies).where(studies.c.id == study.id).values(status="running")
+                )
         return study, added
 
-    def _add_trials(self, conn: Connection, study_id: int,
-                    trial_params: Mapping[int, Mapping[str, Any]]) -> list[int]:
-        existing = set(conn.execute(select(trials.c.number)
-                                    .where(trials.c.study_id == study_id)).scalars())
-        rows = [{"study_id": study_id, "number": n, "params": dict(p), "status": "queued",
-                 "attempts": 0} for n, p in sorted(trial_params.items()) if n not in existing]
+    def _add_trials(
+        self, conn: Connection, study_id: int, trial_params: Mapping[int, Mapping[str, Any]]
+    ) -> list[int]:
+        existing = set(
+            conn.execute(select(trials.c.number).where(trials.c.study_id == study_id)).scalars()
+        )
+        rows = [
+            {
+                "study_id": study_id,
+                "number": n,
+                "params": dict(p),
+                "status": "queued",
+                "attempts": 0,
+            }
+            for n, p in sorted(trial_params.items())
+            if n not in existing
+        ]
         if rows:
             # ON CONFLICT keeps a concurrent launch of the same study from failing
             # or duplicating rows; the unique key is (study_id, number).
-            stmt = self._insert(conn, trials).on_conflict_do_nothing(
-                index_elements=["study_id", "number"]).returning(trials.c.number)
+            stmt = (
+                self._insert(conn, trials)
+                .on_conflict_do_nothing(index_elements=["study_id", "number"])
+                .returning(trials.c.number)
+            )
             added: list[int] = []
             for start in range(0, len(rows), 1000):
-                added.extend(conn.execute(stmt, rows[start:start + 1000]).scalars())
+                added.extend(conn.execute(stmt, rows[start : start + 1000]).scalars())
             return sorted(added)
         return []
 
@@ -203,10 +235,13 @@ class ResultStore:
 
     def numbers_in_state(self, study_id: int, status: str) -> list[int]:
         with self.session() as conn:
-            return list(conn.execute(
-                select(trials.c.number).where(trials.c.study_id == study_id,
-                                              trials.c.status == status)
-                .order_by(trials.c.number)).scalars())
+            return list(
+                conn.execute(
+                    select(trials.c.number)
+                    .where(trials.c.study_id == study_id, trials.c.status == status)
+                    .order_by(trials.c.number)
+                ).scalars()
+            )
 
     def claim(self, study_id: int, number: int, worker: str) -> ClaimedTrial | None:
         """Move trial (study_id, number) from queued to running; None if it is not queued.
@@ -217,18 +252,32 @@ class ResultStore:
         with self.session() as conn:
             claimed = conn.execute(
                 update(trials)
-                .where(trials.c.study_id == study_id, trials.c.number == number,
-                       trials.c.status == "queued")
-                .values(status="running", attempts=trials.c.attempts + 1, worker=worker,
-                        started_at=utcnow(), finished_at=None, error=None)
+                .where(
+                    trials.c.study_id == study_id,
+                    trials.c.number == number,
+                    trials.c.status == "queued",
+                )
+                .values(
+                    status="running",
+                    attempts=trials.c.attempts + 1,
+                    worker=worker,
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                )
                 .returning(trials.c.id, trials.c.params)
             ).one_or_none()
             if claimed is None:
                 return None
             study = conn.execute(select(studies).where(studies.c.id == study_id)).one()
         return ClaimedTrial(
-            trial_id=claimed.id, study_id=study_id, study_name=study.name, number=number,
-            params=dict(claimed.params), seed=int(study.seed), settings=dict(study.settings),
+            trial_id=claimed.id,
+            study_id=study_id,
+            study_name=study.name,
+            number=number,
+            params=dict(claimed.params),
+            seed=int(study.seed),
+            settings=dict(study.settings),
             dataset_hash=study.dataset_hash,
         )
 
@@ -236,11 +285,19 @@ class ResultStore:
         """Record a successful run; False if the trial was no longer running."""
         with self.session() as conn:
             done = conn.execute(
-                update(trials).where(trials.c.id == trial_id, trials.c.status == "running")
-                .values(status="succeeded", finished_at=utcnow(), duration_s=result.duration_s,
-                        device=result.device, val_loss=result.val_loss,
-                        val_accuracy=result.val_accuracy, test_loss=result.test_loss,
-                        test_accuracy=result.test_accuracy, error=None)
+                update(trials)
+                .where(trials.c.id == trial_id, trials.c.status == "running")
+                .values(
+                    status="succeeded",
+                    finished_at=utcnow(),
+                    duration_s=result.duration_s,
+                    device=result.device,
+                    val_loss=result.val_loss,
+                    val_accuracy=result.val_accuracy,
+                    test_loss=result.test_loss,
+                    test_accuracy=result.test_accuracy,
+                    error=None,
+                )
             ).rowcount
             if done != 1:
                 return False
@@ -248,50 +305,78 @@ class ResultStore:
                 stmt = self._insert(conn, trial_epochs)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["trial_id", "epoch"],
-                    set_={c: stmt.excluded[c] for c in
-                          ("loss", "accuracy", "val_loss", "val_accuracy")})
-                conn.execute(stmt, [{"trial_id": trial_id, "epoch": e.epoch, "loss": e.loss,
-                                     "accuracy": e.accuracy, "val_loss": e.val_loss,
-                                     "val_accuracy": e.val_accuracy} for e in result.epochs])
+                    set_={
+                        c: stmt.excluded[c]
+                        for c in ("loss", "accuracy", "val_loss", "val_accuracy")
+                    },
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "trial_id": trial_id,
+                            "epoch": e.epoch,
+                            "loss": e.loss,
+                            "accuracy": e.accuracy,
+                            "val_loss": e.val_loss,
+                            "val_accuracy": e.val_accuracy,
+                        }
+                        for e in result.epochs
+                    ],
+                )
         return True
 
     def fail_trial(self, trial_id: int, error: str, *, device: str | None = None) -> bool:
         """Record a failed run with its reason; False if the trial was no longer running."""
         with self.session() as conn:
-            values: dict[str, Any] = {"status": "failed", "finished_at": utcnow(),
-                                      "error": error[:_ERROR_TEXT_LIMIT]}
+            values: dict[str, Any] = {
+                "status": "failed",
+                "finished_at": utcnow(),
+                "error": error[:_ERROR_TEXT_LIMIT],
+            }
             if device is not None:
                 values["device"] = device
-            started = conn.execute(select(trials.c.started_at).where(trials.c.id == trial_id)) \
-                .scalar_one_or_none()
+            started = conn.execute(
+                select(trials.c.started_at).where(trials.c.id == trial_id)
+            ).scalar_one_or_none()
             if started is not None:
                 values["duration_s"] = (utcnow() - _aware(started)).total_seconds()
-            return bool(conn.execute(
-                update(trials).where(trials.c.id == trial_id, trials.c.status == "running")
-                .values(values)).rowcount == 1)
+            return bool(
+                conn.execute(
+                    update(trials)
+                    .where(trials.c.id == trial_id, trials.c.status == "running")
+                    .values(values)
+                ).rowcount
+                == 1
+            )
 
     def counts(self, study_id: int) -> Counts:
         with self.session() as conn:
-            rows = conn.execute(select(trials.c.status, func.count())
-                                .where(trials.c.study_id == study_id)
-                                .group_by(trials.c.status)).all()
+            rows = conn.execute(
+                select(trials.c.status, func.count())
+                .where(trials.c.study_id == study_id)
+                .group_by(trials.c.status)
+            ).all()
         by_status = {status: int(n) for status, n in rows}
-        return Counts(total=sum(by_status.values()), **{
-            s: by_status.get(s, 0) for s in ("queued", "running", "succeeded", "failed")})
+        return Counts(
+            total=sum(by_status.values()),
+            **{s: by_status.get(s, 0) for s in ("queued", "running", "succeeded", "failed")},
+        )
 
     def top_trials(self, study_id: int, k: int) -> list[TrialRecord]:
         """Return the best ``k`` succeeded trials: highest val_accuracy, then lowest val_loss."""
         with self.session() as conn:
             rows = conn.execute(
-                select(trials).where(trials.c.study_id == study_id,
-                                     trials.c.status == "succeeded")
-                .order_by(trials.c.val_accuracy.desc(), trials.c.val_loss.asc(),
-                          trials.c.number.asc())
-                .limit(k)).all()
+                select(trials)
+                .where(trials.c.study_id == study_id, trials.c.status == "succeeded")
+                .order_by(
+                    trials.c.val_accuracy.desc(), trials.c.val_loss.asc(), trials.c.number.asc()
+                )
+                .limit(k)
+            ).all()
         return [_trial(r) for r in rows]
 
-    def get_trials(self, study_id: int, numbers: Iterable[int] | None = None) \
-            -> list[TrialRecord]:
+    def get_trials(self, study_id: int, numbers: Iterable[int] | None = None) -> list[TrialRecord]:
         query = select(trials).where(trials.c.study_id == study_id).order_by(trials.c.number)
         if numbers is not None:
             query = query.where(trials.c.number.in_(list(numbers)))
@@ -300,10 +385,12 @@ class ResultStore:
 
     def epochs(self, trial_id: int) -> list[EpochRecord]:
         with self.session() as conn:
-            rows = conn.execute(select(trial_epochs).where(trial_epochs.c.trial_id == trial_id)
-                                .order_by(trial_epochs.c.epoch)).all()
-        return [EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy)
-                for r in rows]
+            rows = conn.execute(
+                select(trial_epochs)
+                .where(trial_epochs.c.trial_id == trial_id)
+                .order_by(trial_epochs.c.epoch)
+            ).all()
+        return [EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in rows]
 
 
 def _reason(exc: SQLAlchemyError, url: str) -> str:
@@ -331,23 +418,47 @@ def _aware(stamp: datetime) -> datetime:
 
 
 def _study(row: Row[Any]) -> StudyRecord:
-    return StudyRecord(id=row.id, name=row.name, created_at=_aware(row.created_at),
-                       seed=int(row.seed), space=dict(row.space), settings=dict(row.settings),
-                       dataset_hash=row.dataset_hash, status=row.status)
+    return StudyRecord(
+        id=row.id,
+        name=row.name,
+        created_at=_aware(row.created_at),
+        seed=int(row.seed),
+        space=dict(row.space),
+        settings=dict(row.settings),
+        dataset_hash=row.dataset_hash,
+        status=row.status,
+    )
 
 
 def _trial(row: Row[Any]) -> TrialRecord:
     return TrialRecord(
-        id=row.id, study_id=row.study_id, number=row.number, params=dict(row.params),
-        status=row.status, attempts=row.attempts, worker=row.worker, device=row.device,
+        id=row.id,
+        study_id=row.study_id,
+        number=row.number,
+        params=dict(row.params),
+        status=row.status,
+        attempts=row.attempts,
+        worker=row.worker,
+        device=row.device,
         started_at=None if row.started_at is None else _aware(row.started_at),
         finished_at=None if row.finished_at is None else _aware(row.finished_at),
-        duration_s=row.duration_s, val_loss=row.val_loss, val_accuracy=row.val_accuracy,
-        test_loss=row.test_loss, test_accuracy=row.test_accuracy, error=row.error)
+        duration_s=row.duration_s,
+        val_loss=row.val_loss,
+        val_accuracy=row.val_accuracy,
+        test_loss=row.test_loss,
+        test_accuracy=row.test_accuracy,
+        error=row.error,
+    )
 
 
-def _check_same(study: StudyRecord, *, seed: int, space: Mapping[str, Any],
-                settings: Mapping[str, Any], dataset_hash: str) -> None:
+def _check_same(
+    study: StudyRecord,
+    *,
+    seed: int,
+    space: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    dataset_hash: str,
+) -> None:
     """Refuse to extend an existing study with different inputs."""
     differences = []
     if study.space != dict(space):

@@ -40,8 +40,9 @@ def upgrade() -> None:
         sa.Column("settings", Json, nullable=False),
         sa.Column("dataset_hash", sa.String(64), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.ForeignKeyConstraint(["dataset_hash"], ["datasets.hash"],
-                                name="fk_studies_dataset_hash_datasets"),
+        sa.ForeignKeyConstraint(
+            ["dataset_hash"], ["datasets.hash"], name="fk_studies_dataset_hash_datasets"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_studies"),
         sa.UniqueConstraint("name", name="uq_studies_name"),
     )
@@ -63,8 +64,9 @@ def upgrade() -> None:
         sa.Column("test_loss", sa.Float(), nullable=True),
         sa.Column("test_accuracy", sa.Float(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["study_id"], ["studies.id"], ondelete="CASCADE",
-                                name="fk_trials_study_id_studies"),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["studies.id"], ondelete="CASCADE", name="fk_trials_study_id_studies"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_trials"),
         sa.UniqueConstraint("study_id", "number", name="uq_trials_study_id_number"),
     )
@@ -77,8 +79,9 @@ def upgrade() -> None:
         sa.Column("accuracy", sa.Float(), nullable=True),
         sa.Column("val_loss", sa.Float(), nullable=True),
         sa.Column("val_accuracy", sa.Float(), nullable=True),
-        sa.ForeignKeyConstraint(["trial_id"], ["trials.id"], ondelete="CASCADE",
-                                name="fk_trial_epochs_trial_id_trials"),
+        sa.ForeignKeyConstraint(
+            ["trial_id"], ["trials.id"], ondelete="CASCADE", name="fk_trial_epochs_trial_id_trials"
+        ),
         sa.PrimaryKeyConstraint("trial_id", "epoch", name="pk_trial_epochs"),
     )
 
