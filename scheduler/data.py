@@ -137,6 +137,6 @@ def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
     names = np.array([str(v) for v in labels])
     classes, y = np.unique(names, return_inverse=True)
     if len(classes) < 2:
-        found = f"only {classes[0]!r}" if len(classes) else "none"
+        found = f"only {str(classes[0])!r}" if len(classes) else "none"
         raise DataError(f"{where}: the target needs at least 2 classes, found {found}")
     return Dataset(x.astype(np.float32), y.astype(np.int64), tuple(str(c) for c in classes))

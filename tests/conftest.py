@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny data files, results DBs and the real services.
+
+Tests that need Redis or PostgreSQL skip when a developer runs without them,
+but fail under CI=true: CI must never go green by skipping the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_URLS = (
+    os.environ.get("SEQSWEEP_TEST_PG_URL", ""),
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+)
+REDIS_URL = os.environ.get("SEQSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require(service: str, problem: str) -> None:
+    """Fail under CI, skip elsewhere: a missing service is a broken CI machine."""
+    message = f"{service} is needed for this test: {problem}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + " (CI=true: start it as .ci/run does)")
+    pytest.skip(message)
+
+
+def write_tiny_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
+    """A small learnable CSV with string labels, as a user might bring."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 5))
+    labels = np.where(x[:, 0] + 0.5 * x[:, 1] > 0, "yes", "no")
+    lines = ["f0,f1,f2,f3,f4,label"]
+    lines += [",".join(f"{v:.5f}" for v in row) + f",{lab}" for row, lab in zip(x, labels)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    return write_tiny_csv(tmp_path / "tiny.csv")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    import sqlalchemy
+
+    errors = []
+    for url in filter(None, PG_ADMIN_URLS):
+        try:
+            engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            engine.dispose()
+            return url
+        except sqlalchemy.exc.OperationalError as exc:
+            errors.append(str(exc).splitlines()[0])
+    require("PostgreSQL on 127.0.0.1:5432", "; ".join(errors))
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import sqlalchemy
+
+    name = f"seqsweep_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.engine.make_url(pg_admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.flushdb()  # db 15 belongs to the tests; stale messages would leak in
+    except redis.RedisError as exc:
+        require("Redis on 127.0.0.1:6379", str(exc))
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` as a user would, in ``cwd``."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL"):
+        if env is None or var not in env:
+            full_env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,33 @@
+"""The model builder reproduces the article's network and compile settings."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from models import build_model
+
+PARAMS = {"dense_units": 48, "dropout_rate1": 0.25, "dropout_rate2": 0.4, "learning_rate": 3e-3}
+
+
+def test_layers_follow_the_article() -> None:
+    model = build_model(5, 3, **PARAMS)
+    kinds = [(type(layer).__name__, layer.get_config()) for layer in model.layers]
+    assert [k for k, _ in kinds] == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    dense1, drop1, dense2, drop2, out = (c for _, c in kinds)
+    assert (dense1["units"], dense1["activation"]) == (48, "relu")
+    assert drop1["rate"] == pytest.approx(0.25)
+    assert (dense2["units"], dense2["activation"]) == (48, "relu")
+    assert drop2["rate"] == pytest.approx(0.4)
+    assert (out["units"], out["activation"]) == (3, "softmax")
+    assert model.input_shape == (None, 5)
+    assert model.output_shape == (None, 3)
+
+
+def test_compiled_with_adam_crossentropy_and_accuracy() -> None:
+    model = build_model(5, 2, **PARAMS)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+    assert model.loss == "categorical_crossentropy"
+    # Keras 3 reports compiled metrics once they are built; the config keeps them.
+    assert model.get_compile_config()["metrics"] == ["accuracy"]

@@ -1,0 +1,112 @@
+"""``run_trial`` called directly, and the task's handling of payloads and failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.sampling import sample
+from scheduler.space import Fixed, SearchSpace, default_space
+from seqsweep.dataset import Dataset, Splits, split_dataset
+from seqsweep.db import ResultStore
+from seqsweep.errors import TrialError
+from worker.tasks import TrialRef, _train_and_record
+from worker.training import run_trial, trial_seed
+
+PARAMS = {"dense_units": 16, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-2}
+
+
+def _data(rows: int = 200, scale: float = 1.0) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    return Dataset(x * scale, y, ("a", "b"))
+
+
+@pytest.fixture(scope="module")
+def splits() -> Splits:
+    return split_dataset(_data(), 0, 0.2, 0.2)
+
+
+def test_run_trial_returns_final_and_per_epoch_metrics(splits: Splits) -> None:
+    result = run_trial(PARAMS, splits, epochs=2, batch_size=16, seed=3)
+    assert [e.epoch for e in result.epochs] == [1, 2]
+    assert result.val_accuracy == result.epochs[-1].val_accuracy
+    assert result.val_loss == result.epochs[-1].val_loss
+    assert 0.6 < result.val_accuracy <= 1.0  # a linear rule: learnable in two epochs
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.test_loss > 0
+    assert result.device == "cpu"
+    assert result.duration_s > 0
+
+
+def test_same_seed_gives_the_same_metrics(splits: Splits) -> None:
+    a = run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=11)
+    b = run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=11)
+    assert a.val_loss == b.val_loss and a.test_loss == b.test_loss
+
+
+def test_searchable_epochs_override_the_setting(splits: Splits) -> None:
+    result = run_trial(
+        {**PARAMS, "epochs": 3, "batch_size": 64}, splits, epochs=1, batch_size=16, seed=1
+    )
+    assert len(result.epochs) == 3
+
+
+def test_diverging_loss_is_a_trial_error() -> None:
+    d = _data(scale=1e30)  # unstandardized huge inputs with a huge step size
+    wild = Splits(d.X[:120], d.y[:120], d.X[120:160], d.y[120:160], d.X[160:], d.y[160:], 2)
+    with pytest.raises(TrialError, match=r"became (nan|inf) at epoch 1; .*lower learning_rate"):
+        run_trial({**PARAMS, "learning_rate": 1e6}, wild, epochs=2, batch_size=16, seed=1)
+
+
+def test_trial_seed_is_stable_and_distinct() -> None:
+    assert trial_seed(1, 2) == trial_seed(1, 2)
+    assert len({trial_seed(1, n) for n in range(100)}) == 100
+    assert all(0 <= trial_seed(2**62, n) < 2**32 for n in range(5))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        "x",
+        {"study_id": "1", "study": "s", "number": 0},
+        {"study_id": 1, "study": "s", "number": -1},
+        {"study_id": 1, "number": 0},
+        {"study_id": True, "study": "s", "number": 0},
+    ],
+)
+def test_malformed_payloads_are_rejected(payload: object) -> None:
+    with pytest.raises(ValueError, match="payload"):
+        TrialRef.parse(payload)
+
+
+def test_payload_round_trip() -> None:
+    ref = TrialRef(study_id=3, study="s", number=7)
+    assert TrialRef.parse(ref.to_payload()) == ref
+
+
+def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str) -> None:
+    """A failure is data, not a crash: it lands on the trial and the study goes on."""
+    store = ResultStore(sqlite_url)
+    space = SearchSpace(
+        {**default_space().params, "dense_units": Fixed(8), "learning_rate": Fixed(1e-2)}
+    )
+    params = {n: sample(space, 0, n) for n in range(2)}
+    params[0] = {**params[0], "dense_units": 0}  # a Keras error inside the trial
+    study, _ = store.create_study(
+        "f",
+        seed=0,
+        space=space.to_dict(),
+        settings={"epochs": 1, "batch_size": 16},
+        data=_data(),
+        trial_params=params,
+    )
+    for number in (0, 1):
+        claimed = store.claim(study.id, number, "test")
+        assert claimed is not None
+        _train_and_record(store, claimed)
+    first, second = store.get_trials(study.id)
+    assert first.status == "failed" and first.error and "ValueError" in first.error
+    assert second.status == "succeeded" and second.val_accuracy is not None
+    assert len(store.epochs(second.id)) == 1
