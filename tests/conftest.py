@@ -39,7 +39,9 @@ def write_tiny_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
     x = rng.normal(size=(rows, 5))
     labels = np.where(x[:, 0] + 0.5 * x[:, 1] > 0, "yes", "no")
     lines = ["f0,f1,f2,f3,f4,label"]
-    lines += [",".join(f"{v:.5f}" for v in row) + f",{lab}" for row, lab in zip(x, labels)]
+    lines += [
+        ",".join(f"{v:.5f}" for v in row) + f",{lab}" for row, lab in zip(x, labels, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
