@@ -126,14 +126,14 @@ def _wait(
     say: Callable[[str], None],
 ) -> None:
     started = time.monotonic()
-    last_line, last_time = "", 0.0
+    last_finished, last_time = -1, 0.0
     while True:
         counts = store.counts(study.id)
-        line = _progress(store, study, counts)
         now = time.monotonic()
-        if line != last_line or now - last_time >= PROGRESS_EVERY_S:
-            say(f"[{now - started:6.0f}s] {line}")
-            last_line, last_time = line, now
+        # A line per finished trial, and a heartbeat line while long trials run.
+        if counts.finished != last_finished or now - last_time >= PROGRESS_EVERY_S:
+            say(f"[{now - started:6.0f}s] {_progress(store, study, counts)}")
+            last_finished, last_time = counts.finished, now
         if counts.finished >= counts.total:
             return
         if workers is not None and workers.exit_code() is not None:
