@@ -71,15 +71,23 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _share_cores(concurrency: int) -> None:
-    """Give each pool process its share of the cores, so N trials do not oversubscribe.
+    """Give each pool process its share of the machine, so N trials do not oversubscribe it.
 
     Set before any pool process imports a backend; values the user exported win.
+    Several pool processes may share one GPU, so none may grab all its memory
+    up front, as TensorFlow and JAX do by default.
     """
     share = str(max(1, (os.cpu_count() or 1) // concurrency))
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(name, share)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    defaults = {
+        "TF_NUM_INTRAOP_THREADS": share,
+        "OMP_NUM_THREADS": share,
+        "TF_NUM_INTEROP_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
 
 
 if __name__ == "__main__":
