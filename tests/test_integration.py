@@ -109,7 +109,50 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
     table = run_cli("scheduler", "report", "--study", "e2e", cwd=tmp_path)
     assert table.returncode == 0
     last = table.stdout.strip().splitlines()
-    assert last[-2].startswith("best trial: #") and last[-1].startswith("best params: ")
+    best = json.loads(again.stdout)["best"]
+    assert last[-2].startswith(f"best trial: #{best['number']} ")
+    assert last[-1].startswith("best params: dense_units=")
+
+    # The README's SQL for the best trial gives the same answer as the reporter.
+    assert _readme_query(db_url, "sqlite")[0] == best["number"]
+
+
+def _readme_query(db_url: str, dialect: str) -> tuple:
+    """Run the README's best-trial query for ``dialect`` against study e2e."""
+    readme = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```sql")[1:]]
+    [sql] = [b for b in blocks if ("json_extract" in b) == (dialect == "sqlite")]
+    rows = _rows(db_url, sql.replace("'default'", "'e2e'").strip().rstrip(";"))
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_trial_past_its_time_limit_is_failed_and_the_study_goes_on(tmp_path: Path) -> None:
+    """Celery's soft time limit stops the trial; the failure is recorded with its reason."""
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--trials",
+        "1",
+        "--local-workers",
+        "1",
+        "--epochs",
+        "500",
+        "--trial-timeout",
+        "3",
+        "--study",
+        "slow",
+        "--format",
+        "json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1  # no trial succeeded: said on stderr, not a traceback
+    assert "every trial failed" in proc.stderr and "Traceback" not in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["counts"]["failed"] == 1 and report["best"] is None
+    db_url = f"sqlite:///{tmp_path / 'seqsweep.db'}"
+    [(status, error)] = _rows(db_url, "SELECT status, error FROM trials")
+    assert status == "failed" and "time limit exceeded" in error
 
 
 @pytest.fixture
@@ -210,6 +253,7 @@ def test_redis_and_postgresql_with_separate_workers(
     _wait_for_log(Path(remote_workers["home"]), "trial 1 is not queued", 60)
     assert _rows(db, "SELECT sum(attempts), count(*) FROM trials") == [(4, 4)]
     assert _rows(db, "SELECT count(*) FROM trial_epochs") == [(4,)]
+    assert _readme_query(db, "postgresql")[0] == json.loads(proc.stdout)["best"]["number"]
 
 
 def _wait_for_log(home: Path, text: str, timeout: float) -> None:
