@@ -13,7 +13,13 @@ from pathlib import Path
 
 from scheduler.launch import LaunchOptions, launch
 from scheduler.report import format_report, study_report
-from seqsweep.cli_support import OneLineParser, non_negative_int, positive_int, run_cli
+from seqsweep.cli_support import (
+    OneLineParser,
+    interrupt_on_termination,
+    non_negative_int,
+    positive_int,
+    run_cli,
+)
 from seqsweep.db import ResultStore
 from seqsweep.errors import SeqsweepError
 from seqsweep.settings import StudySettings
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    interrupt_on_termination()  # a killed launch must still stop its local workers
     settings = StudySettings(
         epochs=args.epochs,
         batch_size=args.batch_size,

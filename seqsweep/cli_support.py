@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from seqsweep.errors import SeqsweepError, UsageError
+from seqsweep.errors import SeqsweepError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,16 +37,23 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def interrupt_on_termination() -> None:
+    """Treat SIGTERM and SIGHUP like Ctrl-C, so ``finally`` blocks stop child processes."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
 def run_cli(command: Callable[[], int]) -> int:
     """Run ``command``; turn seqsweep errors into one stderr line and their exit code."""
     try:
         return command()
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except SeqsweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -115,6 +115,4 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
     }

@@ -17,10 +17,11 @@ from seqsweep.db import EpochRecord, ResultStore, TrialResult
 from seqsweep.db.migrate import current_revision, head_revision
 from seqsweep.db.schema import metadata
 from seqsweep.errors import ConnectionFailedError, StudyConflictError
+from seqsweep.settings import StudySettings
 
 SPACE = default_space()
 DATA = synthetic_dataset(n_rows=60)
-SETTINGS = {"epochs": 1, "batch_size": 32}
+SETTINGS = StudySettings(epochs=1, val_fraction=0.25).to_dict()  # floats round-trip too
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

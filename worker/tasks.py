@@ -105,7 +105,9 @@ def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
         log.exception("%s failed", label)
         reason = f"{type(exc).__name__}: {exc}"
     else:
-        store.finish_trial(claimed.trial_id, result)
+        if not store.finish_trial(claimed.trial_id, result):
+            log.warning("%s finished, but the DB no longer had it running; result dropped", label)
+            return "dropped"
         log.info(
             "%s succeeded: val_accuracy=%.4f in %.1f s",
             label,
