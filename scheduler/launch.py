@@ -17,7 +17,7 @@ from scheduler.report import study_report
 from scheduler.sampling import MAX_SEED, sample
 from scheduler.space import SearchSpace, default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
-from seqsweep.dataset import split_sizes
+from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import Counts, ResultStore, StudyRecord
 from seqsweep.errors import SeqsweepError, UsageError
 from seqsweep.settings import StudySettings
@@ -98,7 +98,7 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
 
 
 def _create(
-    store: ResultStore, opts: LaunchOptions, space: SearchSpace, data: Any
+    store: ResultStore, opts: LaunchOptions, space: SearchSpace, data: Dataset
 ) -> tuple[StudyRecord, list[int]]:
     existing = store.get_study(opts.study)
     if opts.seed is not None:
