@@ -24,7 +24,6 @@ class LocalWorkers:
     """
 
     def __init__(self, count: int, db_url: str, broker_url: str, log_path: Path) -> None:
-        self.count = count
         self.log_path = log_path
         env = dict(os.environ)
         # URLs travel in the environment: argv is visible to every user via `ps`.

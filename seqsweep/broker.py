@@ -24,8 +24,6 @@ _SCHEMES = (
     "amqp://",
     "amqps://",
     "pyamqp://",
-    "filesystem://",
-    "memory://",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +17,16 @@ DB = "sqlite:///results.db"
 BROKER = "sqla+sqlite:///broker.db"
 
 
-def _files(tmp_path: Path) -> dict[str, str]:
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """Exit code 2 and exactly one stderr line containing ``fragment``, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def _files(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b,label\n1,oops,x\n3,4,y\n")
     (tmp_path / "nan.csv").write_text("a,b,label\n1,,x\n3,4,y\n")
     (tmp_path / "one.csv").write_text("a,b,label\n1,2,x\n3,4,x\n")
@@ -35,7 +45,6 @@ def _files(tmp_path: Path) -> dict[str, str]:
             }
         )
     )
-    return {}
 
 
 CASES = [
@@ -58,6 +67,7 @@ CASES = [
     (["--study", "has space"], "--study 'has space'"),
     (["--db", "mysql://x@h/db"], "backend 'mysql' is not supported"),
     (["--broker", "ftp://x"], "unsupported URL"),
+    (["--broker", "memory://"], "unsupported URL"),  # cannot reach worker processes
 ]
 
 
@@ -77,11 +87,7 @@ def test_bad_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> No
         cwd=tmp_path,
         timeout=60,
     )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert fragment in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    _assert_one_line_error(proc, fragment)
     db = tmp_path / "results.db"
     if db.exists():
         with sqlite3.connect(db) as con:
@@ -100,11 +106,9 @@ def test_unreachable_broker_fails_fast_and_masks_password(tmp_path: Path) -> Non
         cwd=tmp_path,
         timeout=60,
     )
-    assert proc.returncode == 2
+    _assert_one_line_error(proc, "cannot reach broker redis://:***@127.0.0.1:1/0")
     assert time.monotonic() - started < 20
-    assert "cannot reach broker redis://:***@127.0.0.1:1/0" in proc.stderr
     assert "hunter2" not in proc.stderr + proc.stdout
-    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_unreachable_db_fails_fast_and_masks_password(tmp_path: Path) -> None:
@@ -116,9 +120,8 @@ def test_unreachable_db_fails_fast_and_masks_password(tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=60,
     )
-    assert proc.returncode == 2
-    assert "u:***@127.0.0.1:1/x" in proc.stderr and "hunter2" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    _assert_one_line_error(proc, "u:***@127.0.0.1:1/x")
+    assert "hunter2" not in proc.stderr
 
 
 def test_env_urls_are_used_and_masked(tmp_path: Path) -> None:
@@ -129,20 +132,18 @@ def test_env_urls_are_used_and_masked(tmp_path: Path) -> None:
         timeout=60,
         env={"SEQSWEEP_DB_URL": "postgresql+psycopg://u:hunter2@127.0.0.1:1/x"},
     )
-    assert proc.returncode == 2 and "u:***@127.0.0.1:1/x" in proc.stderr
+    _assert_one_line_error(proc, "u:***@127.0.0.1:1/x")
 
 
 def test_report_on_unknown_study(tmp_path: Path) -> None:
     proc = run_cli("scheduler", "report", "--db", DB, "--study", "nope", cwd=tmp_path, timeout=60)
-    assert proc.returncode == 2
-    assert "study 'nope' not found" in proc.stderr and "no studies" in proc.stderr
+    _assert_one_line_error(proc, "study 'nope' not found")
+    assert "no studies" in proc.stderr
 
 
 def test_worker_rejects_bad_urls(tmp_path: Path) -> None:
     proc = run_cli("worker", "--db", "nonsense", cwd=tmp_path, timeout=60)
-    assert proc.returncode == 2
-    assert "not a database URL" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    _assert_one_line_error(proc, "not a database URL")
 
 
 def test_migrate_command(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -29,7 +28,17 @@ def test_ruff_format() -> None:
 
 @pytest.mark.slow
 def test_mypy_strict_on_the_shared_core() -> None:
-    if shutil.which("mypy") is None and _run(sys.executable, "-m", "mypy", "--version").returncode:
-        pytest.fail("mypy is not installed: install the dev extra (pip install -e '.[dev]')")
     proc = _run(sys.executable, "-m", "mypy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_scheduler_and_worker_parent_never_import_a_backend() -> None:
+    """TensorFlow state must only exist in pool processes, never in a parent that forks."""
+    code = (
+        "import sys, scheduler.cli, worker, worker.tasks, worker.__main__\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules)\n"
+        "print(','.join(loaded))"
+    )
+    proc = _run(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -42,9 +42,7 @@ def _start(args: argparse.Namespace) -> int:
     broker_url = resolve_broker_url(args.broker)
     # Validate, create or migrate the schema, then drop the engine: pool
     # processes are forked from this one and must open their own connections.
-    store = ResultStore(db_url)
-    store.ping()
-    store.dispose()
+    ResultStore(db_url).dispose()
     # Pool processes read both URLs from the environment, never from argv,
     # where `ps` would show a password to every user of the machine.
     os.environ[DB_ENV] = db_url
