@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from scheduler.launch import LaunchOptions, launch
+from scheduler.launch import LaunchOptions, launch, start_study
+from scheduler.recovery import recover
 from scheduler.report import format_report, study_report
 from seqsweep.cli_support import (
     OneLineParser,
@@ -22,7 +23,7 @@ from seqsweep.cli_support import (
 )
 from seqsweep.db import ResultStore
 from seqsweep.errors import SeqsweepError
-from seqsweep.settings import StudySettings
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url, resolve_broker_url, resolve_db_url
 
 
@@ -79,12 +80,32 @@ def _parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="worker processes to start here; 0 uses remote workers only (default: one per core)",
     )
+    run.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="runs of a trial whose worker vanished (killed, OOM) before it is marked failed "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
+    )
     run.add_argument("--top", type=positive_int, default=5, help="rows in the final table")
     run.add_argument("--format", choices=("table", "json"), default="table")
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="enqueue the trials and return at once; start workers with python -m worker",
+    )
 
     rep = commands.add_parser("report", parents=[db, study], help="print the best trials")
     rep.add_argument("--top", type=positive_int, default=10, help="rows in the table")
     rep.add_argument("--format", choices=("table", "json"), default="table")
+
+    rec = commands.add_parser(
+        "recover",
+        parents=[db, broker],
+        help="requeue trials whose worker or message was lost, and send missing messages",
+    )
+    rec.add_argument("--study", help="only this study (default: every running study)")
+    rec.add_argument("--format", choices=("table", "json"), default="table")
 
     commands.add_parser(
         "migrate",
@@ -96,7 +117,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"launch": _launch, "report": _report, "migrate": _migrate}[args.command]
+    handler = {
+        "launch": _launch,
+        "report": _report,
+        "recover": _recover,
+        "migrate": _migrate,
+    }[args.command]
     return run_cli(lambda: handler(args))
 
 
@@ -120,6 +146,7 @@ def _launch(args: argparse.Namespace) -> int:
         db_url=resolve_db_url(args.db),
         broker_url=resolve_broker_url(args.broker),
         local_workers=args.local_workers,
+        max_attempts=args.max_attempts,
         top_k=args.top,
     )
     say = (
@@ -127,6 +154,14 @@ def _launch(args: argparse.Namespace) -> int:
         if args.format == "json"
         else (lambda line: print(line, flush=True))
     )
+    if args.detach:
+        started = start_study(options, say=say)
+        print(
+            f"detached: study {started.study.name} has {len(started.queued)} queued trials; "
+            f"run workers with `python -m worker`, follow with "
+            f"`python -m scheduler report --study {started.study.name}`"
+        )
+        return 0
     report = launch(options, say=say)
     _print_report(report, args.format)
     if report["best"] is None:
@@ -141,6 +176,18 @@ def _launch(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
     _print_report(study_report(store, args.study, args.top), args.format)
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    reports = recover(
+        ResultStore(resolve_db_url(args.db)), resolve_broker_url(args.broker), args.study
+    )
+    if args.format == "json":
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    for r in reports if args.format == "table" else ():
+        changes = r.lines() or ["nothing lost"]
+        print(f"study {r.study}: {'; '.join(changes)}; {r.sent} message(s) sent")
     return 0
 
 

@@ -13,18 +13,23 @@ from typing import Any
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
+from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import study_report
 from scheduler.sampling import MAX_SEED, sample
-from scheduler.space import SearchSpace, default_space, load_space_file
+from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
-from seqsweep.dataset import Dataset, split_sizes
+from seqsweep.dataset import split_sizes
 from seqsweep.db import Counts, ResultStore, StudyRecord
-from seqsweep.errors import SeqsweepError, UsageError
-from seqsweep.settings import StudySettings
+from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import mask_url
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 PROGRESS_EVERY_S = 15.0
+#: How often the wait loop looks for trials whose worker or message was lost.
+RECOVER_EVERY_S = 5.0
+#: How long the wait loop rides out an unreachable results DB or broker.
+OUTAGE_LIMIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -41,17 +46,30 @@ class LaunchOptions:
     target: str | None = None
     settings: StudySettings = field(default_factory=StudySettings)
     local_workers: int = 1
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     top_k: int = 5
     poll_interval_s: float = 1.0
     worker_log: Path = Path("seqsweep-workers.log")
 
 
-def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run study ``opts.study`` to completion and return its report.
+@dataclass(frozen=True)
+class StartedStudy:
+    """A study that is in the results DB with its queued trials on the broker."""
 
-    Every input is validated before anything is written, and the study, its
-    dataset and its trial rows are written in one transaction, so bad input
-    never leaves a half-written study behind.
+    store: ResultStore
+    app: Any
+    study: StudyRecord
+    added: list[int]
+    queued: list[int]
+    enqueued: int
+
+
+def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> StartedStudy:
+    """Validate every input, create or extend the study, and enqueue its queued trials.
+
+    Nothing is written before all input is valid, and the study, its dataset
+    and its trial rows are written in one transaction, so bad input never
+    leaves a half-written study behind.
     """
     if not STUDY_NAME.match(opts.study):
         raise UsageError(
@@ -60,6 +78,8 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
         )
     if opts.seed is not None and not 0 <= opts.seed <= MAX_SEED:
         raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be >= 1, got {opts.max_attempts}; use e.g. 3")
     space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
     data = load_dataset(opts.data_file, opts.target)
     split_sizes(data.n_rows, opts.settings.val_fraction, opts.settings.test_fraction)
@@ -68,15 +88,34 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     app = make_app(opts.broker_url, main="scheduler")
     check_broker(app, opts.broker_url)
 
-    study, added = _create(store, opts, space, data)
+    study, added = store.create_study(
+        opts.study,
+        seed=opts.seed,
+        fresh_seed=secrets.randbelow(2**31),  # short enough to type back
+        space=space.to_dict(),
+        settings=opts.settings.to_dict(),
+        data=data,
+        trials=opts.trials,
+        sample=lambda seed, number: sample(space, seed, number),
+        max_attempts=opts.max_attempts,
+    )
     queued = store.numbers_in_state(study.id, "queued")
-    enqueue_trials(app, study, queued)
+    # Only trials without a message get one: a rerun of a killed launch, or a
+    # second launch of the same study, sends nothing twice.
+    enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
     say(
-        f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued), "
+        f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued, "
+        f"{enqueued} sent to the broker), "
         f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
         f"{data.n_classes} classes; results in {mask_url(opts.db_url)}"
     )
+    return StartedStudy(store, app, study, added, queued, enqueued)
 
+
+def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run study ``opts.study`` to completion and return its report."""
+    started = start_study(opts, say)
+    store, study, queued = started.store, started.study, started.queued
     workers = None
     if opts.local_workers > 0 and queued:
         workers = LocalWorkers(
@@ -89,7 +128,7 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
             "python -m worker --broker URL --db URL"
         )
     try:
-        _wait(store, study, workers, opts.poll_interval_s, say)
+        _wait(started, workers, opts.poll_interval_s, say)
     finally:
         if workers is not None:
             workers.stop()
@@ -97,43 +136,39 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     return study_report(store, study.name, opts.top_k)
 
 
-def _create(
-    store: ResultStore, opts: LaunchOptions, space: SearchSpace, data: Dataset
-) -> tuple[StudyRecord, list[int]]:
-    existing = store.get_study(opts.study)
-    if opts.seed is not None:
-        seed = opts.seed
-    elif existing is not None:
-        seed = existing.seed  # resuming: keep the study's own seed
-    else:
-        seed = secrets.randbelow(2**31)
-    params = {n: sample(space, seed, n) for n in range(opts.trials)}
-    return store.create_study(
-        opts.study,
-        seed=seed,
-        space=space.to_dict(),
-        settings=opts.settings.to_dict(),
-        data=data,
-        trial_params=params,
-    )
-
-
 def _wait(
-    store: ResultStore,
-    study: StudyRecord,
+    started: StartedStudy,
     workers: LocalWorkers | None,
     poll_s: float,
     say: Callable[[str], None],
 ) -> None:
-    started = time.monotonic()
-    last_finished, last_time = -1, 0.0
+    store, study = started.store, started.study
+    t0 = time.monotonic()
+    last_finished, last_line, last_recovery = -1, 0.0, 0.0
+    watch = OrphanWatch()
+    outage_since: float | None = None
     while True:
-        counts = store.counts(study.id)
         now = time.monotonic()
+        try:
+            if now - last_recovery >= RECOVER_EVERY_S:
+                last_recovery = now
+                for line in recover_pass(store, started.app, study, watch).lines():
+                    say(f"[{now - t0:6.0f}s] {line}")
+            counts = store.counts(study.id)
+            progress = _progress(store, study, counts)
+        except ConnectionFailedError as exc:
+            # Workers ride out a DB or broker restart; so does the scheduler.
+            outage_since = now if outage_since is None else outage_since
+            if now - outage_since > OUTAGE_LIMIT_S:
+                raise
+            say(f"[{now - t0:6.0f}s] {exc}; retrying")
+            time.sleep(max(poll_s, 2.0))
+            continue
+        outage_since = None
         # A line per finished trial, and a heartbeat line while long trials run.
-        if counts.finished != last_finished or now - last_time >= PROGRESS_EVERY_S:
-            say(f"[{now - started:6.0f}s] {_progress(store, study, counts)}")
-            last_finished, last_time = counts.finished, now
+        if counts.finished != last_finished or now - last_line >= PROGRESS_EVERY_S:
+            say(f"[{now - t0:6.0f}s] {progress}")
+            last_finished, last_line = counts.finished, now
         if counts.finished >= counts.total:
             return
         if workers is not None and workers.exit_code() is not None:

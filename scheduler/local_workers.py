@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +14,18 @@ from pathlib import Path
 from seqsweep.urls import BROKER_ENV, DB_ENV
 
 STOP_TIMEOUT_S = 30
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when ``launch`` dies, even by kill -9.
+
+    Linux only; elsewhere a killed launch leaves its workers running, which is
+    harmless: they finish their trials and the next launch reuses the study.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalWorkers:
@@ -37,6 +50,7 @@ class LocalWorkers:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
 
     def exit_code(self) -> int | None:

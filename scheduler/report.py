@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 from seqsweep.db import ResultStore, TrialRecord
-from seqsweep.errors import UsageError
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 
@@ -16,14 +15,7 @@ def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> dict[s
 
     This dict is what ``report --format json`` prints.
     """
-    study = store.get_study(study_name)
-    if study is None:
-        names = [s.name for s in store.list_studies()]
-        known = f"known studies: {', '.join(names[:10])}" if names else "the DB has no studies"
-        raise UsageError(
-            f"study {study_name!r} not found in {store.masked_url}; {known}; "
-            "pass --study NAME or --db URL"
-        )
+    study = store.require_study(study_name)
     counts = store.counts(study.id)
     top = [trial_summary(t) for t in store.top_trials(study.id, top_k)]
     return {

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from seqsweep.errors import ConnectionFailedError, UsageError
-from seqsweep.settings import celery_config
+from seqsweep.settings import QUEUE, celery_config
 from seqsweep.urls import mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
@@ -76,3 +76,15 @@ def prepare_sqlite_broker(path: Any) -> None:
             f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
             "and is writable, or pass --broker"
         ) from None
+
+
+def queue_depth(app: Any) -> int | None:
+    """Return how many trial messages wait in the queue, or None if the broker cannot say.
+
+    Messages that a worker has taken but not yet acknowledged are not counted.
+    """
+    try:
+        with app.connection_for_write() as conn:
+            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+    except Exception:  # an unknown depth only postpones orphan recovery
+        return None

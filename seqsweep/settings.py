@@ -8,6 +8,7 @@ worker needs nothing but the broker and DB URLs.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,18 @@ MAX_TRIAL_TIMEOUT_S = 5 * 3600
 #: Extra time between the soft limit (recorded as a failed trial) and the hard
 #: kill, so the worker can write the failure before it is killed.
 HARD_LIMIT_GRACE_S = 30
+
+#: A worker renews the lease on its trial every LEASE_S / 4 seconds; a lease
+#: left to expire means the worker is gone and the trial is requeued. Longer
+#: leases ride out longer DB outages; shorter ones requeue lost trials sooner.
+LEASE_ENV = "SEQSWEEP_LEASE_S"
+DEFAULT_LEASE_S = 60.0
+#: Overrides VISIBILITY_TIMEOUT_S on Redis. Only for testing redelivery: a
+#: value below the longest trial makes Redis hand running trials out again
+#: (harmless, since the claim refuses them, but wasteful).
+VISIBILITY_ENV = "SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S"
+#: Default retry budget of a trial whose worker vanished (``--max-attempts``).
+DEFAULT_MAX_ATTEMPTS = 3
 
 #: Backstop against memory that Keras/TF keep across trials despite
 #: ``clear_session``: recycle each pool process after this many trials.
@@ -84,6 +97,24 @@ def _check_int(name: str, value: object, minimum: int, fix: str) -> None:
         raise UsageError(f"setting {name}: must be >= {minimum}, got {value}; {fix}")
 
 
+def lease_seconds() -> float:
+    """Return the lease length from ``$SEQSWEEP_LEASE_S``, or the default."""
+    return _env_seconds(LEASE_ENV, DEFAULT_LEASE_S, "e.g. 60")
+
+
+def _env_seconds(name: str, default: float, example: str) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise UsageError(f"${name}: must be a positive number of seconds, got {text!r}; {example}")
+    return value
+
+
 def celery_config(broker_url: str) -> dict[str, Any]:
     """Return the Celery configuration shared by the scheduler and the workers."""
     transport: dict[str, Any]
@@ -93,7 +124,7 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         transport = {"connect_args": {"timeout": 30}}
     elif broker_url.startswith(("redis://", "rediss://")):
         transport = {
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "visibility_timeout": _env_seconds(VISIBILITY_ENV, VISIBILITY_TIMEOUT_S, "unset it"),
             "socket_connect_timeout": 5,
         }
     else:

@@ -99,7 +99,7 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
         "scheduler", "launch", "--trials", "6", "--local-workers", "1", *LAUNCH, cwd=tmp_path
     )
     assert again.returncode == 0, again.stderr
-    assert "(2 new, 2 queued)" in again.stderr
+    assert "(2 new, 2 queued, 2 sent to the broker)" in again.stderr
     _check_study(db_url, json.loads(again.stdout), 6)
     assert (
         _rows(db_url, "SELECT number, params FROM trials WHERE number < 4 ORDER BY number")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from scheduler.data import synthetic_dataset
 from scheduler.sampling import sample
 from scheduler.space import default_space
-from seqsweep.db import EpochRecord, ResultStore, TrialResult
+from seqsweep.db import EpochRecord, Recovery, ResultStore, TrialResult
 from seqsweep.db.migrate import current_revision, head_revision
 from seqsweep.db.schema import metadata
 from seqsweep.errors import ConnectionFailedError, StudyConflictError
@@ -30,15 +32,24 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-def _create(store: ResultStore, n: int, *, name: str = "s", seed: int = 1) -> Any:
+def _create(
+    store: ResultStore, n: int, *, name: str = "s", seed: int | None = 1, max_attempts: int = 3
+) -> Any:
     return store.create_study(
         name,
         seed=seed,
+        fresh_seed=99,
         space=SPACE.to_dict(),
         settings=SETTINGS,
         data=DATA,
-        trial_params={i: sample(SPACE, seed, i) for i in range(n)},
+        trials=n,
+        sample=lambda s, i: sample(SPACE, s, i),
+        max_attempts=max_attempts,
     )
+
+
+def _claim(store: ResultStore, study_id: int, number: int, worker: str = "w", lease_s: float = 60):
+    return store.claim(study_id, number, worker, lease_s=lease_s)
 
 
 def _result(acc: float, epochs: int = 2) -> TrialResult:
@@ -87,10 +98,12 @@ def test_existing_study_refuses_different_inputs(db_url: str) -> None:
         store.create_study(
             "s",
             seed=1,
+            fresh_seed=1,
             space=SPACE.to_dict(),
             settings=SETTINGS,
             data=synthetic_dataset(n_rows=61),
-            trial_params={},
+            trials=2,
+            sample=lambda s, i: sample(SPACE, s, i),
         )
     study = store.get_study("s")
     assert study is not None
@@ -100,13 +113,13 @@ def test_existing_study_refuses_different_inputs(db_url: str) -> None:
 def test_claim_is_once_and_finish_is_idempotent(db_url: str) -> None:
     store = ResultStore(db_url)
     study, _ = _create(store, 2)
-    claimed = store.claim(study.id, 1, "w1")
+    claimed = _claim(store, study.id, 1, "w1")
     assert claimed is not None and claimed.params == sample(SPACE, 1, 1)
-    assert claimed.settings == SETTINGS and claimed.seed == 1
-    assert store.claim(study.id, 1, "w2") is None  # a redelivered message
-    assert store.finish_trial(claimed.trial_id, _result(0.8)) is True
-    assert store.finish_trial(claimed.trial_id, _result(0.9, epochs=3)) is False
-    assert store.claim(study.id, 1, "w3") is None
+    assert claimed.settings == SETTINGS and claimed.seed == 1 and claimed.attempt == 1
+    assert _claim(store, study.id, 1, "w2") is None  # a redelivered message
+    assert store.finish_trial(claimed, _result(0.8)) is True
+    assert store.finish_trial(claimed, _result(0.9, epochs=3)) is False
+    assert _claim(store, study.id, 1, "w3") is None
     [trial] = store.get_trials(study.id, [1])
     assert (trial.status, trial.attempts, trial.worker, trial.val_accuracy) == (
         "succeeded",
@@ -120,9 +133,9 @@ def test_claim_is_once_and_finish_is_idempotent(db_url: str) -> None:
 def test_fail_records_the_reason(db_url: str) -> None:
     store = ResultStore(db_url)
     study, _ = _create(store, 1)
-    claimed = store.claim(study.id, 0, "w")
+    claimed = _claim(store, study.id, 0)
     assert claimed is not None
-    assert store.fail_trial(claimed.trial_id, "loss became nan at epoch 1")
+    assert store.fail_trial(claimed, "loss became nan at epoch 1")
     [trial] = store.get_trials(study.id)
     assert trial.status == "failed" and "nan" in (trial.error or "")
     assert store.counts(study.id).failed == 1
@@ -132,7 +145,7 @@ def test_best_is_highest_val_accuracy_then_lowest_val_loss(db_url: str) -> None:
     store = ResultStore(db_url)
     study, _ = _create(store, 3)
     for number, (acc, loss) in enumerate([(0.8, 0.5), (0.9, 0.4), (0.9, 0.3)]):
-        claimed = store.claim(study.id, number, "w")
+        claimed = _claim(store, study.id, number)
         assert claimed is not None
         result = TrialResult(
             val_loss=loss,
@@ -142,14 +155,14 @@ def test_best_is_highest_val_accuracy_then_lowest_val_loss(db_url: str) -> None:
             duration_s=1.0,
             device="cpu",
         )
-        store.finish_trial(claimed.trial_id, result)
+        store.finish_trial(claimed, result)
     assert [t.number for t in store.top_trials(study.id, 3)] == [2, 1, 0]
 
 
 def _claim_in_process(url: str, study_id: int, barrier: Any, out: Any) -> None:
     store = ResultStore(url)
     barrier.wait()
-    out.put(store.claim(study_id, 0, f"p{multiprocessing.current_process().pid}") is not None)
+    out.put(_claim(store, study_id, 0, f"p{multiprocessing.current_process().pid}") is not None)
 
 
 def test_concurrent_claims_from_processes_have_one_winner(db_url: str) -> None:
@@ -169,6 +182,136 @@ def test_concurrent_claims_from_processes_have_one_winner(db_url: str) -> None:
         p.join(timeout=60)
     assert sorted(results) == [False, False, False, True]
     assert store.get_trials(study.id)[0].attempts == 1
+
+
+def _expire(store: ResultStore, study_id: int, number: int, worker: str) -> Any:
+    """Claim with a lease that is over at once, as if the worker died right away."""
+    claimed = _claim(store, study_id, number, worker, lease_s=0.001)
+    assert claimed is not None
+    time.sleep(0.05)
+    return claimed
+
+
+def test_expired_lease_requeues_then_fails_after_max_attempts(db_url: str) -> None:
+    store = ResultStore(db_url)
+    study, _ = _create(store, 2, max_attempts=2)
+    assert study.max_attempts == 2
+    healthy = _claim(store, study.id, 1, "alive")
+    _expire(store, study.id, 0, "host:111")
+    recovery = store.recover_lost(study.id)
+    assert recovery.requeued == (0,) and recovery.gave_up == ()
+    [trial] = store.get_trials(study.id, [0])
+    assert trial.status == "queued" and trial.enqueued_at is None  # needs a new message
+    assert "attempt 1 lost: worker host:111" in (trial.error or "")
+
+    second = _expire(store, study.id, 0, "host:222")
+    assert second.attempt == 2
+    recovery = store.recover_lost(study.id)
+    assert recovery.gave_up == (0,) and recovery.requeued == ()
+    trial, other = store.get_trials(study.id)
+    assert trial.status == "failed" and trial.attempts == 2
+    assert "gave up after 2 attempts (max_attempts=2)" in (trial.error or "")
+    # A live lease is never touched.
+    assert other.status == "running" and healthy is not None
+    assert store.recover_lost(study.id) == Recovery()
+
+
+def test_a_stale_claim_can_neither_renew_nor_write(db_url: str) -> None:
+    """The attempt number fences a worker that lost its lease: no trial succeeds twice."""
+    store = ResultStore(db_url)
+    study, _ = _create(store, 1)
+    stale = _expire(store, study.id, 0, "slow")
+    assert store.recover_lost(study.id).requeued == (0,)
+    fresh = _claim(store, study.id, 0, "new")
+    assert fresh is not None and fresh.attempt == 2
+    assert store.heartbeat(stale, lease_s=60) is False
+    assert store.finish_trial(stale, _result(0.99)) is False
+    assert store.fail_trial(stale, "late") is False
+    assert store.heartbeat(fresh, lease_s=60) is True
+    assert store.finish_trial(fresh, _result(0.7)) is True
+    [trial] = store.get_trials(study.id)
+    assert (trial.status, trial.worker, trial.val_accuracy) == ("succeeded", "new", 0.7)
+    assert trial.lease_expires_at is None
+
+
+def test_heartbeat_keeps_a_lease_alive(db_url: str) -> None:
+    store = ResultStore(db_url)
+    study, _ = _create(store, 1)
+    claimed = _claim(store, study.id, 0, lease_s=0.2)
+    assert store.heartbeat(claimed, lease_s=60) is True
+    time.sleep(0.3)
+    assert store.recover_lost(study.id) == Recovery()
+    assert store.get_trials(study.id)[0].status == "running"
+
+
+def test_each_queued_trial_is_sent_once(db_url: str) -> None:
+    store = ResultStore(db_url)
+    study, _ = _create(store, 5)
+    sent: list[int] = []
+    assert store.send_unsent(study.id, sent.extend) == 5
+    assert store.send_unsent(study.id, sent.extend) == 0
+    assert sent == [0, 1, 2, 3, 4]
+
+    # A send that fails marks nothing: the next launch sends those trials.
+    assert store.mark_unsent(study.id, [1, 3]) == [1, 3]
+
+    def broken(numbers: list[int]) -> None:
+        raise ConnectionFailedError("broker down")
+
+    with pytest.raises(ConnectionFailedError):
+        store.send_unsent(study.id, broken)
+    assert store.send_unsent(study.id, sent.extend) == 2
+    assert sent[5:] == [1, 3]
+
+
+def test_queued_waiting_sees_only_old_messages(db_url: str) -> None:
+    store = ResultStore(db_url)
+    study, _ = _create(store, 2)
+    store.send_unsent(study.id, lambda numbers: None)
+    assert store.queued_waiting(study.id, longer_than_s=3600) == []
+    time.sleep(0.05)
+    assert store.queued_waiting(study.id, longer_than_s=0.01) == [0, 1]
+    _claim(store, study.id, 0)
+    assert store.queued_waiting(study.id, longer_than_s=0.01) == [1]
+
+
+def test_concurrent_senders_send_each_trial_once(db_url: str) -> None:
+    """Two launches of one study at once: the row locks decide who sends each trial."""
+    store = ResultStore(db_url)
+    study, _ = _create(store, 1200)  # more than one batch
+    sent: list[list[int]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def send(i: int) -> None:
+        other = ResultStore(db_url)
+        barrier.wait()
+        other.send_unsent(study.id, sent[i].extend)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(sent[0] + sent[1]) == list(range(1200))
+
+
+def test_study_without_seed_keeps_the_stored_seed(db_url: str) -> None:
+    store = ResultStore(db_url)
+    first, _ = _create(store, 2, seed=None)
+    assert first.seed == 99  # the fresh seed
+    again, added = store.create_study(
+        "s",
+        seed=None,
+        fresh_seed=12345,
+        space=SPACE.to_dict(),
+        settings=SETTINGS,
+        data=DATA,
+        trials=3,
+        sample=lambda s, i: sample(SPACE, s, i),
+        max_attempts=5,
+    )
+    assert (again.seed, again.max_attempts, added) == (99, 5, [2])
+    assert store.get_trials(again.id, [2])[0].params == sample(SPACE, 99, 2)
 
 
 def test_migrations_match_the_schema_and_are_idempotent(db_url: str) -> None:
@@ -198,6 +341,9 @@ def test_migrations_match_the_schema_and_are_idempotent(db_url: str) -> None:
         "test_loss",
         "test_accuracy",
         "error",
+        "enqueued_at",
+        "heartbeat_at",
+        "lease_expires_at",
     } <= columns
 
 

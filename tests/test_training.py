@@ -97,13 +97,15 @@ def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str) -> None
     study, _ = store.create_study(
         "f",
         seed=0,
+        fresh_seed=0,
         space=space.to_dict(),
         settings={"epochs": 1, "batch_size": 16},
         data=_data(),
-        trial_params=params,
+        trials=2,
+        sample=lambda _seed, n: params[n],
     )
     for number in (0, 1):
-        claimed = store.claim(study.id, number, "test")
+        claimed = store.claim(study.id, number, "test", lease_s=60)
         assert claimed is not None
         _train_and_record(store, claimed)
     first, second = store.get_trials(study.id)

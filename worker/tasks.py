@@ -10,19 +10,26 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from seqsweep.dataset import Splits, split_dataset
 from seqsweep.db import ClaimedTrial, ResultStore
 from seqsweep.errors import ConnectionFailedError, TrialError
-from seqsweep.settings import TASK_NAME, StudySettings
+from seqsweep.settings import TASK_NAME, StudySettings, lease_seconds
 from seqsweep.urls import resolve_db_url
 from worker.celery_app import app
+from worker.lease import Lease
 from worker.training import current_device, run_trial, trial_seed
+
+T = TypeVar("T")
+#: A finished trial's result is worth waiting for: retry its write this long.
+_WRITE_RETRY_S = (1, 2, 4, 8, 15, 30)
 
 log = logging.getLogger("seqsweep.worker")
 
@@ -74,7 +81,7 @@ def run_trial_task(self: Any, payload: Any) -> str:
         return "rejected"
     try:
         store = ResultStore.for_process(resolve_db_url(None))
-        claimed = store.claim(ref.study_id, ref.number, worker_id())
+        claimed = store.claim(ref.study_id, ref.number, worker_id(), lease_s=lease_seconds())
     except ConnectionFailedError as exc:
         # The trial is still queued in the DB: try the message again later.
         log.warning("study %s trial %d: %s; retrying", ref.study, ref.number, exc)
@@ -86,38 +93,53 @@ def run_trial_task(self: Any, payload: Any) -> str:
 
 
 def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
-    label = f"study {claimed.study_name} trial {claimed.number}"
+    label = f"study {claimed.study_name} trial {claimed.number} (attempt {claimed.attempt})"
     settings = StudySettings.from_dict(claimed.settings)
-    try:
-        splits = _splits(store, claimed, settings)
-        result = run_trial(
-            claimed.params,
-            splits,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            seed=trial_seed(claimed.seed, claimed.number),
-        )
-    except SoftTimeLimitExceeded:
-        reason = f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
-    except TrialError as exc:
-        reason = str(exc)
-    except Exception as exc:  # any bug or backend error fails this trial, not the study
-        log.exception("%s failed", label)
-        reason = f"{type(exc).__name__}: {exc}"
-    else:
-        if not store.finish_trial(claimed.trial_id, result):
-            log.warning("%s finished, but the DB no longer had it running; result dropped", label)
+    with Lease(store, claimed, lease_seconds()) as lease:
+        try:
+            splits = _splits(store, claimed, settings)
+            result = run_trial(
+                claimed.params,
+                splits,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                seed=trial_seed(claimed.seed, claimed.number),
+                should_stop=lambda: lease.lost,
+            )
+        except SoftTimeLimitExceeded:
+            reason = f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
+        except TrialError as exc:
+            reason = str(exc)
+        except Exception as exc:  # any bug or backend error fails this trial, not the study
+            log.exception("%s failed", label)
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            if not _persist(lambda: store.finish_trial(claimed, result), label):
+                log.warning("%s finished, but its claim had lapsed; result dropped", label)
+                return "dropped"
+            log.info(
+                "%s succeeded: val_accuracy=%.4f in %.1f s",
+                label,
+                result.val_accuracy,
+                result.duration_s,
+            )
+            return "succeeded"
+        if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
+            log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
             return "dropped"
-        log.info(
-            "%s succeeded: val_accuracy=%.4f in %.1f s",
-            label,
-            result.val_accuracy,
-            result.duration_s,
-        )
-        return "succeeded"
-    store.fail_trial(claimed.trial_id, reason, device=_device_or_none())
     log.warning("%s failed: %s", label, reason)
     return "failed"
+
+
+def _persist(write: Callable[[], T], label: str) -> T:
+    """Run a result write, riding out a results DB outage of up to a minute."""
+    for delay in _WRITE_RETRY_S:
+        try:
+            return write()
+        except ConnectionFailedError as exc:
+            log.warning("%s: cannot write the result, retrying in %d s: %s", label, delay, exc)
+            time.sleep(delay)
+    return write()
 
 
 def _splits(store: ResultStore, claimed: ClaimedTrial, settings: StudySettings) -> Splits:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,10 +30,12 @@ def run_trial(
     epochs: int,
     batch_size: int,
     seed: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrialResult:
     """Train the article's model with ``params`` on ``splits`` and return its metrics.
 
-    Raises TrialError when the loss becomes NaN or infinite. Keras' global
+    Raises TrialError when the loss becomes NaN or infinite, or when
+    ``should_stop`` turns true (checked after every batch). Keras' global
     state is cleared afterwards, whatever happens.
     """
     import keras
@@ -61,9 +64,11 @@ def run_trial(
             epochs=epochs,
             batch_size=batch_size,
             validation_data=(splits.x_val, y_val),
-            callbacks=[keras.callbacks.TerminateOnNaN()],
+            callbacks=[keras.callbacks.TerminateOnNaN(), *_stopper(keras, should_stop)],
             verbose=0,
         ).history
+        if should_stop is not None and should_stop():
+            raise TrialError("training stopped: this worker no longer holds the trial's lease")
         _check_finite(history)
         test = model.evaluate(
             splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
@@ -96,6 +101,18 @@ def run_trial(
         device=current_device(),
         epochs=records,
     )
+
+
+def _stopper(keras: Any, should_stop: Callable[[], bool] | None) -> list[Any]:
+    if should_stop is None:
+        return []
+
+    class StopWhen(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if should_stop():
+                self.model.stop_training = True
+
+    return [StopWhen()]
 
 
 def _get(history: dict[str, list[float]], key: str, i: int) -> float | None:

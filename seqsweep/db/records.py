@@ -17,6 +17,7 @@ class StudyRecord:
     settings: dict[str, Any]
     dataset_hash: str
     status: str
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class TrialRecord:
     test_loss: float | None
     test_accuracy: float | None
     error: str | None
+    enqueued_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,20 @@ class ClaimedTrial:
     seed: int
     settings: dict[str, Any]
     dataset_hash: str
+    #: The claim's attempt number: the fencing token that the worker's
+    #: heartbeats and result writes must present.
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What one recovery pass changed in a study."""
+
+    requeued: tuple[int, ...] = ()
+    gave_up: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.requeued or self.gave_up)
 
 
 @dataclass(frozen=True)

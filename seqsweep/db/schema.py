@@ -63,6 +63,8 @@ studies = Table(
     Column("settings", JsonType, nullable=False),
     Column("dataset_hash", String(64), ForeignKey("datasets.hash"), nullable=False),
     Column("status", String(16), nullable=False),
+    # A trial whose worker vanished is requeued at most this many times in all.
+    Column("max_attempts", Integer, nullable=False, server_default="3"),
 )
 
 trials = Table(
@@ -84,6 +86,12 @@ trials = Table(
     Column("test_loss", Float),
     Column("test_accuracy", Float),
     Column("error", Text),
+    # When the trial's current message was sent; NULL means it still needs one.
+    Column("enqueued_at", DateTime(timezone=True)),
+    # The worker that runs a trial renews its lease; an expired lease means the
+    # worker is gone (kill -9, OOM, lost machine) and the trial is requeued.
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("lease_expires_at", DateTime(timezone=True)),
     UniqueConstraint("study_id", "number"),
     Index(None, "study_id", "status"),
 )

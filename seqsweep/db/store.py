@@ -10,12 +10,12 @@ and written with ``INSERT ... ON CONFLICT``, and a worker must claim a trial
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -27,19 +27,39 @@ from seqsweep.db.records import (
     ClaimedTrial,
     Counts,
     EpochRecord,
+    Recovery,
     StudyRecord,
     TrialRecord,
     TrialResult,
 )
 from seqsweep.db.schema import datasets, studies, trial_epochs, trials
-from seqsweep.errors import ConnectionFailedError, SeqsweepError, StoreError, StudyConflictError
+from seqsweep.errors import (
+    ConnectionFailedError,
+    SeqsweepError,
+    StoreError,
+    StudyConflictError,
+    UsageError,
+)
 from seqsweep.urls import mask_url
 
 _ERROR_TEXT_LIMIT = 4000
+#: Trials sent per transaction by :meth:`ResultStore.send_unsent`.
+_SEND_BATCH = 500
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _now(conn: Connection) -> Any:
+    """The clock that leases are written and judged by.
+
+    On PostgreSQL that is the server's: workers on several machines share it,
+    so their clock skew cannot expire a live lease. SQLite is one machine.
+    """
+    if conn.dialect.name == "postgresql":
+        return func.now()
+    return utcnow()
 
 
 class ResultStore:
@@ -151,17 +171,24 @@ class ResultStore:
         self,
         name: str,
         *,
-        seed: int,
+        seed: int | None,
+        fresh_seed: int,
         space: Mapping[str, Any],
         settings: Mapping[str, Any],
         data: Dataset,
-        trial_params: Mapping[int, Mapping[str, Any]],
+        trials: int,
+        sample: Callable[[int, int], Mapping[str, Any]],
+        max_attempts: int = 3,
     ) -> tuple[StudyRecord, list[int]]:
         """Create study ``name`` or load it if it exists, and add missing trials.
 
         All in one transaction, so a failure leaves no half-written study. An
-        existing study must match the space, settings, seed and dataset exactly;
-        otherwise it is refused. Returns the study and the newly added numbers.
+        existing study must match the space, settings, dataset and (when one
+        is given) seed exactly; otherwise it is refused. ``seed=None`` keeps an
+        existing study's seed, or uses ``fresh_seed`` for a new one. The
+        parameters of trial ``n`` are ``sample(seed, n)``; ``max_attempts`` is a
+        retry policy, not part of the experiment, so the latest launch sets it.
+        Returns the study and the newly added numbers.
         """
         with self.session() as conn:
             digest = self.put_dataset(data, conn)
@@ -170,38 +197,54 @@ class ResultStore:
                 .values(
                     name=name,
                     created_at=utcnow(),
-                    seed=seed,
+                    seed=fresh_seed if seed is None else seed,
                     space=dict(space),
                     settings=dict(settings),
                     dataset_hash=digest,
                     status="running",
+                    max_attempts=max_attempts,
                 )
                 .on_conflict_do_nothing(index_elements=["name"])
             )
             study = _study(conn.execute(select(studies).where(studies.c.name == name)).one())
-            _check_same(study, seed=seed, space=space, settings=settings, dataset_hash=digest)
-            added = self._add_trials(conn, study.id, trial_params)
-            if added and study.status != "running":
-                conn.execute(
-                    update(studies).where(studies.c.id == study.id).values(status="running")
+            _check_same(
+                study,
+                seed=study.seed if seed is None else seed,
+                space=space,
+                settings=settings,
+                dataset_hash=digest,
+            )
+            added = self._add_trials(conn, study, trials, sample)
+            conn.execute(
+                update(studies)
+                .where(studies.c.id == study.id)
+                .values(
+                    max_attempts=max_attempts,
+                    status="running" if added else studies.c.status,
                 )
+            )
+            study = _study(conn.execute(select(studies).where(studies.c.id == study.id)).one())
         return study, added
 
     def _add_trials(
-        self, conn: Connection, study_id: int, trial_params: Mapping[int, Mapping[str, Any]]
+        self,
+        conn: Connection,
+        study: StudyRecord,
+        trials_wanted: int,
+        sample: Callable[[int, int], Mapping[str, Any]],
     ) -> list[int]:
         existing = set(
-            conn.execute(select(trials.c.number).where(trials.c.study_id == study_id)).scalars()
+            conn.execute(select(trials.c.number).where(trials.c.study_id == study.id)).scalars()
         )
         rows = [
             {
-                "study_id": study_id,
+                "study_id": study.id,
                 "number": n,
-                "params": dict(p),
+                "params": dict(sample(study.seed, n)),
                 "status": "queued",
                 "attempts": 0,
             }
-            for n, p in sorted(trial_params.items())
+            for n in range(trials_wanted)
             if n not in existing
         ]
         if rows:
@@ -223,6 +266,18 @@ class ResultStore:
             row = conn.execute(select(studies).where(studies.c.name == name)).one_or_none()
         return None if row is None else _study(row)
 
+    def require_study(self, name: str) -> StudyRecord:
+        """Return study ``name``, or raise a UsageError that lists the known studies."""
+        study = self.get_study(name)
+        if study is None:
+            names = [s.name for s in self.list_studies()]
+            known = f"known studies: {', '.join(names[:10])}" if names else "the DB has no studies"
+            raise UsageError(
+                f"study {name!r} not found in {self.masked_url}; {known}; "
+                "pass --study NAME or --db URL"
+            )
+        return study
+
     def list_studies(self) -> list[StudyRecord]:
         with self.session() as conn:
             return [_study(r) for r in conn.execute(select(studies).order_by(studies.c.id))]
@@ -243,13 +298,53 @@ class ResultStore:
                 ).scalars()
             )
 
-    def claim(self, study_id: int, number: int, worker: str) -> ClaimedTrial | None:
+    def send_unsent(self, study_id: int, send: Callable[[list[int]], object]) -> int:
+        """Hand each queued trial that has no message yet to ``send``; return how many.
+
+        Each batch is marked sent and handed over inside one transaction, so
+        two launches of one study never both send a trial (the second waits
+        for the first's row locks, then finds them sent), and a failed ``send``
+        rolls the marks back for the next launch to retry. Only a launch that
+        dies between ``send`` and commit leaves duplicates, which the claim
+        makes harmless.
+        """
+        sent = 0
+        while True:
+            with self.session() as conn:
+                unsent = (
+                    select(trials.c.id)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.enqueued_at.is_(None),
+                    )
+                    .order_by(trials.c.number)
+                    .limit(_SEND_BATCH)
+                )
+                numbers = sorted(
+                    conn.execute(
+                        update(trials)
+                        .where(trials.c.id.in_(unsent), trials.c.enqueued_at.is_(None))
+                        .values(enqueued_at=_now(conn))
+                        .returning(trials.c.number)
+                    ).scalars()
+                )
+                if not numbers:
+                    return sent
+                send(numbers)
+            sent += len(numbers)
+
+    def claim(
+        self, study_id: int, number: int, worker: str, *, lease_s: float
+    ) -> ClaimedTrial | None:
         """Move trial (study_id, number) from queued to running; None if it is not queued.
 
         The conditional UPDATE is the claim: of two workers that get the same
-        message, exactly one sees a row come back.
+        message, exactly one sees a row come back. The winner holds a lease of
+        ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
         """
         with self.session() as conn:
+            now = _now(conn)
             claimed = conn.execute(
                 update(trials)
                 .where(
@@ -264,8 +359,10 @@ class ResultStore:
                     started_at=utcnow(),
                     finished_at=None,
                     error=None,
+                    heartbeat_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
                 )
-                .returning(trials.c.id, trials.c.params)
+                .returning(trials.c.id, trials.c.params, trials.c.attempts)
             ).one_or_none()
             if claimed is None:
                 return None
@@ -279,14 +376,29 @@ class ResultStore:
             seed=int(study.seed),
             settings=dict(study.settings),
             dataset_hash=study.dataset_hash,
+            attempt=int(claimed.attempts),
         )
 
-    def finish_trial(self, trial_id: int, result: TrialResult) -> bool:
-        """Record a successful run; False if the trial was no longer running."""
+    def heartbeat(self, claimed: ClaimedTrial, *, lease_s: float) -> bool:
+        """Renew the lease of a claimed trial; False if this claim has lost it."""
+        with self.session() as conn:
+            now = _now(conn)
+            return bool(
+                conn.execute(
+                    update(trials)
+                    .where(_held(claimed))
+                    .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
+                ).rowcount
+                == 1
+            )
+
+    def finish_trial(self, claimed: ClaimedTrial, result: TrialResult) -> bool:
+        """Record a successful run; False if this claim no longer holds the trial."""
+        trial_id = claimed.trial_id
         with self.session() as conn:
             done = conn.execute(
                 update(trials)
-                .where(trials.c.id == trial_id, trials.c.status == "running")
+                .where(_held(claimed))
                 .values(
                     status="succeeded",
                     finished_at=utcnow(),
@@ -297,6 +409,7 @@ class ResultStore:
                     test_loss=result.test_loss,
                     test_accuracy=result.test_accuracy,
                     error=None,
+                    lease_expires_at=None,
                 )
             ).rowcount
             if done != 1:
@@ -326,28 +439,104 @@ class ResultStore:
                 )
         return True
 
-    def fail_trial(self, trial_id: int, error: str, *, device: str | None = None) -> bool:
-        """Record a failed run with its reason; False if the trial was no longer running."""
+    def fail_trial(self, claimed: ClaimedTrial, error: str, *, device: str | None = None) -> bool:
+        """Record a failed run with its reason; False if this claim no longer holds the trial."""
         with self.session() as conn:
             values: dict[str, Any] = {
                 "status": "failed",
                 "finished_at": utcnow(),
                 "error": error[:_ERROR_TEXT_LIMIT],
+                "lease_expires_at": None,
             }
             if device is not None:
                 values["device"] = device
             started = conn.execute(
-                select(trials.c.started_at).where(trials.c.id == trial_id)
+                select(trials.c.started_at).where(trials.c.id == claimed.trial_id)
             ).scalar_one_or_none()
             if started is not None:
                 values["duration_s"] = (utcnow() - _aware(started)).total_seconds()
             return bool(
+                conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount == 1
+            )
+
+    def recover_lost(self, study_id: int) -> Recovery:
+        """Requeue running trials whose lease has expired, or fail them after max attempts.
+
+        An expired lease means the worker stopped renewing it: it was killed,
+        ran out of memory, or lost its machine. The requeued trials need new
+        messages: see :meth:`send_unsent`.
+        """
+        with self.session() as conn:
+            max_attempts = conn.execute(
+                select(studies.c.max_attempts).where(studies.c.id == study_id)
+            ).scalar_one()
+            lost = conn.execute(
+                select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
+                .where(
+                    trials.c.study_id == study_id,
+                    trials.c.status == "running",
+                    trials.c.lease_expires_at < _now(conn),
+                )
+                .order_by(trials.c.number)
+            ).all()
+            requeued: list[int] = []
+            gave_up: list[int] = []
+            for row in lost:
+                reason = (
+                    f"attempt {row.attempts} lost: worker {row.worker} stopped renewing its "
+                    "lease (killed, out of memory, or its machine was lost)"
+                )
+                still_lost = (
+                    (trials.c.id == row.id)
+                    & (trials.c.status == "running")
+                    & (trials.c.attempts == row.attempts)
+                )
+                if row.attempts >= max_attempts:
+                    values: dict[str, Any] = {
+                        "status": "failed",
+                        "finished_at": utcnow(),
+                        "error": f"{reason}; gave up after {row.attempts} attempts "
+                        f"(max_attempts={max_attempts})",
+                    }
+                    target = gave_up
+                else:
+                    values = {"status": "queued", "error": reason, "enqueued_at": None}
+                    target = requeued
+                values.update(lease_expires_at=None, worker=None)
+                if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
+                    target.append(row.number)
+        return Recovery(requeued=tuple(requeued), gave_up=tuple(gave_up))
+
+    def queued_waiting(self, study_id: int, *, longer_than_s: float) -> list[int]:
+        """Numbers of queued trials whose message was sent more than ``longer_than_s`` ago."""
+        with self.session() as conn:
+            cutoff = _now(conn) - timedelta(seconds=longer_than_s)
+            return list(
+                conn.execute(
+                    select(trials.c.number)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.enqueued_at < cutoff,
+                    )
+                    .order_by(trials.c.number)
+                ).scalars()
+            )
+
+    def mark_unsent(self, study_id: int, numbers: Iterable[int]) -> list[int]:
+        """Forget the messages of these queued trials (they were lost); return those changed."""
+        with self.session() as conn:
+            return sorted(
                 conn.execute(
                     update(trials)
-                    .where(trials.c.id == trial_id, trials.c.status == "running")
-                    .values(values)
-                ).rowcount
-                == 1
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.number.in_(list(numbers)),
+                    )
+                    .values(enqueued_at=None)
+                    .returning(trials.c.number)
+                ).scalars()
             )
 
     def counts(self, study_id: int) -> Counts:
@@ -393,6 +582,15 @@ class ResultStore:
         return [EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in rows]
 
 
+def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
+    """True while ``claimed`` still holds its trial: running, under the same attempt."""
+    return (
+        (trials.c.id == claimed.trial_id)
+        & (trials.c.status == "running")
+        & (trials.c.attempts == claimed.attempt)
+    )
+
+
 def _reason(exc: SQLAlchemyError, url: str) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc)
@@ -417,6 +615,10 @@ def _aware(stamp: datetime) -> datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
+def _maybe_aware(stamp: datetime | None) -> datetime | None:
+    return None if stamp is None else _aware(stamp)
+
+
 def _study(row: Row[Any]) -> StudyRecord:
     return StudyRecord(
         id=row.id,
@@ -427,6 +629,7 @@ def _study(row: Row[Any]) -> StudyRecord:
         settings=dict(row.settings),
         dataset_hash=row.dataset_hash,
         status=row.status,
+        max_attempts=int(row.max_attempts),
     )
 
 
@@ -440,14 +643,17 @@ def _trial(row: Row[Any]) -> TrialRecord:
         attempts=row.attempts,
         worker=row.worker,
         device=row.device,
-        started_at=None if row.started_at is None else _aware(row.started_at),
-        finished_at=None if row.finished_at is None else _aware(row.finished_at),
+        started_at=_maybe_aware(row.started_at),
+        finished_at=_maybe_aware(row.finished_at),
         duration_s=row.duration_s,
         val_loss=row.val_loss,
         val_accuracy=row.val_accuracy,
         test_loss=row.test_loss,
         test_accuracy=row.test_accuracy,
         error=row.error,
+        enqueued_at=_maybe_aware(row.enqueued_at),
+        heartbeat_at=_maybe_aware(row.heartbeat_at),
+        lease_expires_at=_maybe_aware(row.lease_expires_at),
     )
 
 
