@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -61,12 +62,23 @@ def _load_csv(path: Path, target: str, where: str) -> Dataset:
     import pandas as pd  # heavy; only CSV users pay for it
 
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # index_col=False: a row with more fields than the header must not silently
+            # become an index and shift every column; pandas warns about it instead.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, skipinitialspace=True, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{where}: some rows have more fields than the header; "
+            "give every row one value per header column"
+        ) from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         detail = " ".join(str(exc).split())
         raise DataError(f"{where}: cannot be read as CSV ({detail})") from None
+    if len(frame) == 0:
+        raise DataError(f"{where}: no data rows below the header; add rows or fix the file")
     if target not in frame.columns:
-        shown = ", ".join(map(str, frame.columns[:10]))
+        shown = ", ".join(repr(str(c)) for c in frame.columns[:10])  # repr: one line
         raise DataError(f"{where}: target column {target!r} not found; columns are: {shown}")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
@@ -75,10 +87,14 @@ def _load_csv(path: Path, target: str, where: str) -> Dataset:
         if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(
             features[column]
         ):
-            bad = features[column][
+            rows = np.flatnonzero(
                 pd.to_numeric(features[column], errors="coerce").isna() & features[column].notna()
-            ]
-            example = f" (e.g. {bad.iloc[0]!r} at row {bad.index[0] + 2})" if len(bad) else ""
+            )
+            example = (
+                f" (e.g. {features[column].iloc[rows[0]]!r} at row {rows[0] + 2})"
+                if len(rows)
+                else ""
+            )
             raise DataError(
                 f"{where}: feature column {column!r} is not numeric{example}; "
                 "encode it as numbers or drop it"

@@ -33,6 +33,9 @@ MODEL_PARAMS = ("dense_units", "dropout_rate1", "dropout_rate2", "learning_rate"
 OPTIONAL_PARAMS = ("epochs", "batch_size")
 ALLOWED_PARAMS = MODEL_PARAMS + OPTIONAL_PARAMS
 INT_PARAMS = frozenset({"dense_units", "epochs", "batch_size"})
+#: Largest integer magnitude a space may hold: exact as a float and as a JSON
+#: number everywhere, and within the sampler's int64 range.
+MAX_INT = 2**53
 
 
 def _rule_positive_int(v: float) -> str | None:
@@ -58,6 +61,16 @@ RULES: dict[str, tuple[Callable[[float], str | None], str]] = {
 }
 
 
+def _show(value: object) -> str:
+    """``repr`` of ``value``, shortened for integers with hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _too_large(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT
+
+
 def _number(where: str, value: object, *, integer: bool = False) -> float:
     """Check that ``value`` is a finite number (an integer if asked) and return it."""
     kind = "an integer" if integer else "a number"
@@ -65,6 +78,8 @@ def _number(where: str, value: object, *, integer: bool = False) -> float:
         raise SpaceError(f"{where} must be {kind}, got {value!r}")
     if integer and not isinstance(value, int):
         raise SpaceError(f"{where} must be {kind}, got {value!r}")
+    if _too_large(value):
+        raise SpaceError(f"{where} must be at most 2**53 in magnitude, got {_show(value)}")
     if not math.isfinite(value):
         raise SpaceError(f"{where} must be finite, got {value!r}")
     return value
@@ -265,7 +280,7 @@ def _parse_distribution(spec: object) -> Distribution:
             raise SpaceError(f"a list needs a type; write {{type: choice, values: {spec}}}")
         return Fixed(spec)  # type: ignore[arg-type]  # Fixed validates the type
     kind = spec.get("type")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise SpaceError(
             f"type must be one of {', '.join(_KINDS)}, got {kind!r}; "
             "e.g. {type: uniform, low: 0.0, high: 0.5}"
@@ -302,6 +317,10 @@ def _check_param(name: str, dist: Distribution) -> None:
             raise SpaceError(f"{name} must be a number, got {value!r}; {fix}")
         if integer and not isinstance(value, int):
             raise SpaceError(f"{name} must be an integer, got {value!r}; {fix}")
+        if _too_large(value):
+            raise SpaceError(
+                f"{name} must be at most 2**53 in magnitude, got {_show(value)}; {fix}"
+            )
         problem = rule(value)
         if problem:
             raise SpaceError(f"{name} {problem}, got {value!r}; {fix}")
@@ -347,7 +366,12 @@ def load_space_file(path: str | Path) -> SearchSpace:
             data = json.loads(text)
         else:
             data = yaml.load(text, Loader=_YamlLoader)  # SafeLoader subclass: no objects
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError) as exc:
+        # ValueError: JSON syntax, and integers past Python's digit limit in JSON or YAML
         detail = " ".join(str(exc).split())
         raise SpaceError(f"{where}: not valid YAML/JSON ({detail})") from None
+    except RecursionError:
+        raise SpaceError(
+            f"{where}: nested too deeply to be a search space; see README, Space files"
+        ) from None
     return SearchSpace.from_dict(data, where=where)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_tiny_csv
 
 DB = "sqlite:///results.db"
 BROKER = "sqla+sqlite:///broker.db"
@@ -152,3 +152,115 @@ def test_migrate_command(tmp_path: Path) -> None:
     assert first.returncode == second.returncode == 0
     assert "upgraded to the newest schema" in first.stdout
     assert "already at the newest schema" in second.stdout
+
+
+# -- more bad input: every case of the README's list, each in its own row ------
+
+
+def _more_files(tmp_path: Path) -> None:
+    (tmp_path / "latin1.csv").write_bytes(b"a,b,label\n1,2,\xe9t\xe9\n")  # not UTF-8
+    (tmp_path / "nanword.csv").write_text("a,b,label\n1,nan,x\n3,4,y\n")
+    (tmp_path / "ragged.csv").write_text("a,label\n1,x,9\n2,y,8\n")  # more fields than header
+    (tmp_path / "header.csv").write_text("a,b,label\n")
+    (tmp_path / "notzip.npz").write_bytes(b"not a zip file")
+    np.savez(tmp_path / "noy.npz", X=np.zeros((3, 2)))
+    valid = {
+        "dense_units": 8,
+        "dropout_rate1": 0.1,
+        "dropout_rate2": 0.1,
+        "learning_rate": 0.01,
+    }
+    for name, change in {
+        "badkey": {"dropout_rate1": {"type": "uniform", "low": 0.0, "high": 0.3, "mean": 1}},
+        "badtype": {"dropout_rate1": {"type": "normal", "low": 0.0, "high": 0.3}},
+        "strunits": {"dense_units": {"type": "choice", "values": ["big", "small"]}},
+        "dropout1": {"dropout_rate2": 1.0},
+        "dropoutneg": {"dropout_rate1": {"type": "uniform", "low": -0.1, "high": 0.3}},
+        "lr0": {"learning_rate": 0},
+        "lrneg": {"learning_rate": {"type": "uniform", "low": -0.01, "high": 0.01}},
+        "units0": {"dense_units": {"type": "choice", "values": [0, 8]}},
+        "huge": {"dense_units": {"type": "int", "low": 1, "high": 10**30}},
+    }.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**valid, **change}))
+    (tmp_path / "list.yaml").write_text("- dense_units\n- 8\n")
+    (tmp_path / "broken.yaml").write_text("dense_units: {type: choice, values: [8\n")
+
+
+MORE_CASES = [
+    (["--trials", "-1"], "--trials: must be >= 1, got -1"),
+    (["--data", "latin1.csv", "--target", "label"], "cannot be read as CSV"),
+    (["--data", "nanword.csv", "--target", "label"], "empty or NaN cell in column 'b' at row 2"),
+    (["--data", "ragged.csv", "--target", "label"], "more fields than the header"),
+    (["--data", "header.csv", "--target", "label"], "no data rows"),
+    (["--data", ".", "--target", "label"], "data file .: not found"),  # a folder
+    (["--data", "notzip.npz"], "cannot be read as .npz"),
+    (["--data", "noy.npz"], "array 'y' is missing"),
+    (["--space", "badkey.json"], "unknown key 'mean' for type uniform"),
+    (["--space", "badtype.json"], "type must be one of"),
+    (["--space", "strunits.json"], "dense_units must be a number"),
+    (["--space", "dropout1.json"], "dropout_rate2 must be in [0, 1), got 1.0"),
+    (["--space", "dropoutneg.json"], "dropout_rate1 must be in [0, 1), got -0.1"),
+    (["--space", "lr0.json"], "learning_rate must be > 0, got 0"),
+    (["--space", "lrneg.json"], "learning_rate must be > 0, got -0.01"),
+    (["--space", "units0.json"], "dense_units must be >= 1, got 0"),
+    (["--space", "huge.json"], "must be at most 2**53"),
+    (["--space", "list.yaml"], "must be a mapping of parameter names"),
+    (["--space", "broken.yaml"], "not valid YAML/JSON"),
+]
+
+
+@pytest.mark.parametrize(("flags", "fragment"), MORE_CASES, ids=[c[1][:30] for c in MORE_CASES])
+def test_more_bad_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    _more_files(tmp_path)
+    test_bad_launch_input(tmp_path, flags, fragment)
+
+
+def test_unreachable_db_on_launch_fails_fast_and_masks_password(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--db",
+        "postgresql://u:hunter2@127.0.0.1:1/x",
+        "--broker",
+        BROKER,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "cannot use results DB postgresql://u:***@127.0.0.1:1/x")
+    assert time.monotonic() - started < 20
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        (["--space", "other.yaml"], "different search space"),
+        (["--data", "other.csv"], "different dataset"),
+        (["--epochs", "3"], "different settings"),
+    ],
+    ids=["space", "dataset", "settings"],
+)
+def test_study_name_reused_with_other_inputs_is_refused(
+    tmp_path: Path, change: list[str], difference: str
+) -> None:
+    write_tiny_csv(tmp_path / "tiny.csv")
+    write_tiny_csv(tmp_path / "other.csv", seed=1)
+    (tmp_path / "other.yaml").write_text(
+        "dense_units: 8\ndropout_rate1: 0.1\ndropout_rate2: 0.1\nlearning_rate: 0.01\n"
+    )
+    base = ["scheduler", "launch", "--detach", "--db", DB, "--broker", BROKER]
+    base += ["--local-workers", "0", "--study", "s1", "--trials", "2", "--seed", "5"]
+    first = run_cli(*base, "--data", "tiny.csv", "--target", "label", cwd=tmp_path, timeout=60)
+    assert first.returncode == 0, first.stderr
+    flags = {"--data": "tiny.csv", "--target": "label"}
+    for key, value in zip(change[::2], change[1::2], strict=True):
+        flags[key] = value
+    again = run_cli(
+        *base, *(x for kv in flags.items() for x in kv), "--trials", "4", cwd=tmp_path, timeout=60
+    )
+    _assert_one_line_error(again, f"study 's1' already exists with a {difference}")
+    assert "--study NEW_NAME" in again.stderr
+    with sqlite3.connect(tmp_path / "results.db") as con:  # nothing added to the old study
+        assert con.execute("SELECT count(*) FROM trials").fetchone() == (2,)
+        assert con.execute("SELECT count(*) FROM studies").fetchone() == (1,)
