@@ -83,8 +83,13 @@ def queue_depth(app: Any) -> int | None:
 
     Messages that a worker has taken but not yet acknowledged are not counted.
     """
+    # Redis deletes an empty list, so a passive declare there says "no such
+    # queue" for an empty one; declaring is idempotent on kombu's virtual
+    # transports. A real AMQP broker answers a passive declare properly.
+    passive = not str(app.conf.broker_url).startswith(("redis://", "rediss://", "sqla+"))
     try:
         with app.connection_for_write() as conn:
-            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+            ok = conn.default_channel.queue_declare(queue=QUEUE, passive=passive)
+            return int(ok.message_count)
     except Exception:  # an unknown depth only postpones orphan recovery
         return None

@@ -536,12 +536,6 @@ MASKING = [
         ["report", "--db", "postgresql://u:hunter2@127.0.0.1:notaport/x"],
         "error:",
         id="db-port-not-a-number",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug in seqsweep/db/engine.py parse_db_url: make_url raises ValueError for "
-            "a non-numeric port and only ArgumentError is caught, so a traceback comes out; "
-            "fix: catch (ArgumentError, ValueError) and drop this marker",
-        ),
     ),
     pytest.param(
         [*_LAUNCH0, "--broker", "redis://:hunter2@127.0.0.1:notaport/0"],

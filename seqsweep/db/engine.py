@@ -28,7 +28,7 @@ def parse_db_url(url: str) -> URL:
     """Parse a results DB URL; reject what seqsweep cannot store into."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
         raise UsageError(f"--db {mask_url(url)!r}: not a database URL; {_URL_HINT}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":

@@ -1,0 +1,349 @@
+"""Faults a long search must survive, each with real processes and real services.
+
+Workers are killed with -9, Redis is restarted without persistence, PostgreSQL
+connections are cut, ``launch`` is killed and rerun or run twice at once, and
+a trial outlives the broker's visibility timeout. Every test then reads the
+results DB: each trial counted exactly once, and nothing left ``running``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+
+from tests.conftest import run_cli, write_tiny_csv
+from tests.processes import (
+    FAST_LEASE,
+    RedisServer,
+    launch,
+    rows,
+    wait_until,
+    worker_node,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EPOCHS = 2
+TINY = ["--data", "tiny.csv", "--target", "label", "--epochs", str(EPOCHS), "--batch-size", "8"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    write_tiny_csv(tmp_path / "tiny.csv", rows=600)
+    return tmp_path
+
+
+@pytest.fixture
+def embedded(home: Path) -> dict[str, str]:
+    return {"db": f"sqlite:///{home / 'results.db'}", "broker": f"sqla+sqlite:///{home / 'b.db'}"}
+
+
+def _urls(urls: dict[str, str]) -> list[str]:
+    return ["--db", urls["db"], "--broker", urls["broker"]]
+
+
+def _succeeded(db: str) -> int:
+    try:
+        return int(rows(db, "SELECT count(*) FROM trials WHERE status = 'succeeded'")[0][0])
+    except sqlalchemy.exc.SQLAlchemyError:  # not created yet
+        return 0
+
+
+def _assert_each_trial_counted_once(db: str, n: int, *, all_succeeded: bool = True) -> list[Any]:
+    trials = rows(db, "SELECT number, status, attempts, error FROM trials ORDER BY number")
+    assert [t[0] for t in trials] == list(range(n)), trials
+    for number, status, attempts, error in trials:
+        if status == "failed" and not all_succeeded:
+            assert "gave up after" in (error or ""), (number, error)
+        else:
+            assert status == "succeeded", (number, status, attempts, error)
+    succeeded = sum(t[1] == "succeeded" for t in trials)
+    # No trial's epochs were written twice, and no failed trial wrote any.
+    assert rows(db, "SELECT count(*) FROM trial_epochs") == [(succeeded * EPOCHS,)]
+    return trials
+
+
+def _messages_sent(broker_db: Path) -> int:
+    return int(rows(f"sqlite:///{broker_db}", "SELECT count(*) FROM kombu_message")[0][0])
+
+
+@pytest.fixture(params=["embedded", "redis+postgresql"])
+def backend(request: pytest.FixtureRequest, embedded: dict[str, str]) -> dict[str, str]:
+    if request.param == "embedded":
+        return embedded
+    return {"db": request.getfixturevalue("pg_url"), "broker": request.getfixturevalue("redis_url")}
+
+
+def test_forty_trials_survive_five_random_kill9s(home: Path, backend: dict[str, str]) -> None:
+    """The issue's acceptance run: 2 workers, killed with -9 five times and replaced.
+
+    The kills alternate between the pool process running a trial, a whole
+    worker node, and every node at once; a replacement starts after each.
+    """
+    db, broker = backend["db"], backend["broker"]
+    scheduler = launch(
+        home,
+        "launch",
+        "--trials",
+        "40",
+        "--local-workers",
+        "0",
+        "--seed",
+        "3",
+        *TINY,
+        *_urls(backend),
+    )
+    nodes = [worker_node(home, f"node{i}", db, broker) for i in range(2)]
+    rng = random.Random(20261128)
+    kills: list[str] = []
+    try:
+        while len(kills) < 5 and scheduler.alive():
+            time.sleep(rng.uniform(0.5, 2.5))
+            running = (
+                rows(db, "SELECT worker FROM trials WHERE status = 'running'")
+                if _succeeded(db) or kills
+                else []
+            )
+            if not running:
+                continue
+            kind = ("trial", "node", "all")[len(kills) % 3]
+            if kind == "trial":  # the pool process; its node starts another
+                os.kill(int(running[0][0].rsplit(":", 1)[1]), signal.SIGKILL)
+            else:
+                victims = nodes if kind == "all" else [rng.choice(nodes)]
+                for node in victims:
+                    node.kill9()
+                    nodes.remove(node)
+                    nodes.append(worker_node(home, f"node{len(kills)}{len(nodes)}", db, broker))
+            kills.append(kind)
+        code = scheduler.wait(300)
+    finally:
+        for node in nodes:
+            node.stop()
+        scheduler.stop()
+    assert len(kills) == 5, f"the study ended after only {kills} kills"
+    assert code == 0, scheduler.output()[-3000:]
+    trials = _assert_each_trial_counted_once(db, 40, all_succeeded=False)
+    assert sum(t[2] for t in trials) > 40, "no kill hit a running trial"
+    assert "requeued trials" in scheduler.output()
+    assert rows(db, "SELECT count(*) FROM trials WHERE status IN ('running', 'queued')") == [(0,)]
+
+
+def test_kill9_a_worker_during_a_trial_then_all_workers(
+    home: Path, embedded: dict[str, str]
+) -> None:
+    """Without launch's wait loop: `recover` requeues, new workers finish the study."""
+    db, broker = embedded["db"], embedded["broker"]
+    detached = run_cli(
+        "scheduler",
+        "launch",
+        "--detach",
+        "--trials",
+        "6",
+        "--local-workers",
+        "0",
+        *TINY,
+        *_urls(embedded),
+        cwd=home,
+    )
+    assert detached.returncode == 0, detached.stderr
+    first = worker_node(home, "first", db, broker)
+    wait_until(
+        lambda: rows(db, "SELECT count(*) FROM trials WHERE status = 'running'")[0][0],
+        120,
+        "a running trial",
+    )
+    first.kill9()
+    [(number, worker)] = rows(db, "SELECT number, worker FROM trials WHERE status = 'running'")
+    time.sleep(float(FAST_LEASE["SEQSWEEP_LEASE_S"]) + 1)
+
+    recovered = run_cli("scheduler", "recover", *_urls(embedded), cwd=home)
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"requeued trials {number}" in recovered.stdout
+    second = worker_node(home, "second", db, broker)
+    try:
+        wait_until(lambda: _succeeded(db) == 6, 180, "6 succeeded trials", every=1)
+    finally:
+        second.stop()
+    trials = _assert_each_trial_counted_once(db, 6)
+    assert trials[number][2] == 2  # the lost run, then the one that counted
+    assert rows(db, f"SELECT worker FROM trials WHERE number = {number}") != [(worker,)]
+
+
+def test_restart_redis_during_a_study(home: Path, embedded: dict[str, str]) -> None:
+    redis = RedisServer(home)
+    redis.start()
+    urls = {"db": embedded["db"], "broker": redis.url}
+    scheduler = launch(
+        home, "launch", "--trials", "12", "--local-workers", "2", *TINY, *_urls(urls)
+    )
+    try:
+        wait_until(lambda: _succeeded(urls["db"]) >= 2, 180, "2 succeeded trials")
+        redis.stop()  # no persistence: every waiting message is gone
+        time.sleep(3)
+        redis.start()
+        code = scheduler.wait(300)
+    finally:
+        scheduler.stop()
+        redis.stop()
+    assert code == 0, scheduler.output()[-3000:]
+    _assert_each_trial_counted_once(urls["db"], 12)
+    assert "re-sent lost messages" in scheduler.output()
+
+
+def test_postgresql_connections_dropped_during_a_study(
+    home: Path, pg_url: str, redis_url: str
+) -> None:
+    urls = {"db": pg_url, "broker": redis_url}
+    database = sqlalchemy.engine.make_url(pg_url).database
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    dropped: list[int] = []
+    done = threading.Event()
+
+    def cut_connections() -> None:
+        while not done.wait(0.7):
+            with admin.connect() as conn:
+                dropped.extend(
+                    conn.execute(
+                        sqlalchemy.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": database},
+                    ).scalars()
+                )
+
+    scheduler = launch(
+        home, "launch", "--trials", "12", "--local-workers", "2", *TINY, *_urls(urls)
+    )
+    cutter = threading.Thread(target=cut_connections)
+    try:
+        wait_until(lambda: _succeeded(pg_url) >= 1, 180, "a succeeded trial")
+        cutter.start()
+        wait_until(lambda: _succeeded(pg_url) >= 12 or not scheduler.alive(), 300, "the study")
+        done.set()
+        cutter.join()
+        code = scheduler.wait(120)
+    finally:
+        done.set()
+        scheduler.stop()
+        admin.dispose()
+    assert code == 0, scheduler.output()[-3000:]
+    assert len(dropped) >= 5, "too few connections were cut to prove anything"
+    _assert_each_trial_counted_once(pg_url, 12)
+
+
+def _worker_nodes_in(home: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                os.readlink(proc / "cwd") == str(home)
+                and b"-m\x00worker" in (proc / "cmdline").read_bytes()
+            ):
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_killed_launch_reruns_without_sending_anything_twice(
+    home: Path, embedded: dict[str, str]
+) -> None:
+    args = ["--trials", "8", "--local-workers", "1", "--study", "k", *TINY, *_urls(embedded)]
+    first = launch(home, "first", *args)
+    wait_until(lambda: _succeeded(embedded["db"]) >= 2, 180, "2 succeeded trials")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    # Its local workers get SIGTERM from the kernel, finish their trial and go.
+    wait_until(lambda: not _worker_nodes_in(home), 60, "the orphaned workers to exit")
+
+    again = run_cli("scheduler", "launch", *args, cwd=home)
+    assert again.returncode == 0, again.stderr
+    assert "(0 new," in again.stdout and "0 sent to the broker" in again.stdout
+    trials = _assert_each_trial_counted_once(embedded["db"], 8)
+    assert all(t[2] == 1 for t in trials)
+    assert _messages_sent(home / "b.db") == 8
+
+
+def test_two_launches_of_one_study_at_once(home: Path, embedded: dict[str, str]) -> None:
+    # No --seed: the second launch must adopt the seed the first one stored.
+    args = ["--trials", "8", "--local-workers", "1", "--study", "twice", *TINY, *_urls(embedded)]
+    launches = [launch(home, f"launch{i}", *args) for i in range(2)]
+    codes = [p.wait(300) for p in launches]
+    assert codes == [0, 0], "\n".join(p.output()[-2000:] for p in launches)
+    trials = _assert_each_trial_counted_once(embedded["db"], 8)
+    assert all(t[2] == 1 for t in trials)
+    assert rows(embedded["db"], "SELECT count(*) FROM studies") == [(1,)]
+    assert _messages_sent(home / "b.db") == 8
+
+
+def test_trial_longer_than_the_visibility_timeout_runs_once(
+    home: Path, embedded: dict[str, str], redis_url: str
+) -> None:
+    """Redis hands the message out again while the trial runs; the claim refuses it."""
+    urls = {"db": embedded["db"], "broker": redis_url}
+    scheduler = launch(
+        home,
+        "launch",
+        "--trials",
+        "1",
+        "--local-workers",
+        "2",
+        *TINY[:4],
+        "--epochs",
+        "40",
+        "--batch-size",
+        "8",
+        *_urls(urls),
+        SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S="2",
+    )
+    try:
+        code = scheduler.wait(300)
+    finally:
+        scheduler.stop()
+    log = (home / "seqsweep-workers.log").read_text(errors="replace")
+    assert code == 0, scheduler.output()[-3000:] + log[-3000:]
+    assert "trial 0 is not queued; nothing to do" in log, "Redis never redelivered the message"
+    [(status, attempts)] = rows(urls["db"], "SELECT status, attempts FROM trials")
+    assert (status, attempts) == ("succeeded", 1)
+
+
+def test_recover_resends_lost_messages(home: Path, embedded: dict[str, str]) -> None:
+    detached = run_cli(
+        "scheduler",
+        "launch",
+        "--detach",
+        "--trials",
+        "3",
+        "--local-workers",
+        "0",
+        *TINY,
+        *_urls(embedded),
+        cwd=home,
+    )
+    assert detached.returncode == 0, detached.stderr
+    broker_db = f"sqlite:///{home / 'b.db'}"
+    engine = sqlalchemy.create_engine(broker_db)
+    with engine.begin() as conn:  # the broker loses every message
+        conn.execute(sqlalchemy.text("DELETE FROM kombu_message"))
+    engine.dispose()
+    engine = sqlalchemy.create_engine(embedded["db"])
+    with engine.begin() as conn:  # ...long enough ago to be past the grace period
+        conn.execute(sqlalchemy.text("UPDATE trials SET enqueued_at = '2000-01-01 00:00:00'"))
+    engine.dispose()
+
+    proc = run_cli("scheduler", "recover", "--study", "default", *_urls(embedded), cwd=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "re-sent lost messages of trials 0, 1, 2" in proc.stdout
+    assert _messages_sent(home / "b.db") == 3
+    proc = run_cli("scheduler", "recover", *_urls(embedded), cwd=home)
+    assert "nothing lost; 0 message(s) sent" in proc.stdout
