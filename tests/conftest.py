@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqsweep.db.engine import load_pg_driver_before_keras
+
+# Test modules import Keras at collection; PostgreSQL over TLS needs psycopg first.
+load_pg_driver_before_keras()
+
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URLS = (
     os.environ.get("SEQSWEEP_TEST_PG_URL", ""),

@@ -497,6 +497,38 @@ def test_postgresql_sslmode_require_is_really_tls(pg_admin_url: str, pg_url: str
         store.dispose()
 
 
+def test_tls_to_postgresql_works_after_a_worker_imported_keras(
+    pg_admin_url: str, pg_url: str
+) -> None:
+    """TensorFlow's BoringSSL used to abort libpq's first TLS handshake.
+
+    A worker imports Keras for its first trial and may open its first TLS
+    connection only afterwards (a new pool process, a reconnect), so this is
+    the order that must work.
+    """
+    if not _pg_ssl_on(pg_admin_url):
+        require("PostgreSQL with ssl = on", "the server at 127.0.0.1:5432 has ssl = off")
+    url = pg_url + ("&" if "?" in pg_url else "?") + "sslmode=require"
+    script = (
+        "import worker, keras, sqlalchemy\n"
+        "from seqsweep.db import ResultStore\n"
+        "store = ResultStore(__import__('sys').argv[1])\n"
+        "with store.session() as conn:\n"
+        "    print(conn.execute(sqlalchemy.text("
+        "'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).scalar_one())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, url],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_sslmode_require_without_server_tls_is_one_masked_line(
     tmp_path: Path, pg_admin_url: str, pg_url: str
 ) -> None:

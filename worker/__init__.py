@@ -4,6 +4,10 @@
 does not import TensorFlow; the first trial in each pool process does.
 """
 
-from worker.celery_app import app
+from seqsweep.db.engine import load_pg_driver_before_keras
+
+load_pg_driver_before_keras()
+
+from worker.celery_app import app  # noqa: E402
 
 __all__ = ["app"]

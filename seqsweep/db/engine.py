@@ -10,6 +10,7 @@ inherited across one: see :func:`seqsweep.db.store.ResultStore.for_process`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -55,6 +56,19 @@ def make_engine(url: str) -> Engine:
         raise UsageError(
             f"--db {mask_url(url)!r}: driver not installed ({exc}); {_URL_HINT}"
         ) from None
+
+
+def load_pg_driver_before_keras() -> None:
+    """Import psycopg now, before anything imports TensorFlow.
+
+    TensorFlow ships BoringSSL and loads it with global symbols; if it is loaded
+    first, libpq's first TLS handshake calls into it and the process aborts with
+    ``free(): invalid pointer`` (tensorflow/tensorflow#93969). Loading psycopg
+    first binds libpq to its own OpenSSL. Every process that may both train and
+    talk to PostgreSQL calls this at import time.
+    """
+    with contextlib.suppress(ImportError):  # no psycopg: no PostgreSQL either
+        import psycopg  # noqa: F401
 
 
 def _tune_sqlite(engine: Engine) -> None:
