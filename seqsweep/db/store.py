@@ -3,8 +3,8 @@
 One session scope (:meth:`ResultStore.session`) commits, rolls back and closes,
 and turns SQLAlchemy errors into seqsweep's own. Writes that a redelivered
 message may repeat are idempotent: trial rows are keyed on (study_id, number)
-and written with ``INSERT ... ON CONFLICT``, and a worker must claim a trial
-(queued -> running, atomically) before it may train it.
+and written with ``INSERT ... ON CONFLICT``. The trial's life from message to
+result (claim, lease, finish, recovery) is :mod:`seqsweep.db.lifecycle`.
 """
 
 from __future__ import annotations
@@ -12,27 +12,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Row, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from seqsweep.dataset import Dataset
 from seqsweep.db.engine import make_engine
+from seqsweep.db.lifecycle import TrialLifecycle
 from seqsweep.db.migrate import upgrade
-from seqsweep.db.records import (
-    ClaimedTrial,
-    Counts,
-    EpochRecord,
-    Recovery,
-    StudyRecord,
-    TrialRecord,
-    TrialResult,
-)
+from seqsweep.db.records import Counts, EpochRecord, StudyRecord, TrialRecord
 from seqsweep.db.schema import datasets, studies, trial_epochs, trials
+from seqsweep.db.sql import aware, insert_for, utcnow
 from seqsweep.errors import (
     ConnectionFailedError,
     SeqsweepError,
@@ -42,27 +35,8 @@ from seqsweep.errors import (
 )
 from seqsweep.urls import mask_url
 
-_ERROR_TEXT_LIMIT = 4000
-#: Trials sent per transaction by :meth:`ResultStore.send_unsent`.
-_SEND_BATCH = 500
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _now(conn: Connection) -> Any:
-    """The clock that leases are written and judged by.
-
-    On PostgreSQL that is the server's: workers on several machines share it,
-    so their clock skew cannot expire a live lease. SQLite is one machine.
-    """
-    if conn.dialect.name == "postgresql":
-        return func.now()
-    return utcnow()
-
-
-class ResultStore:
+class ResultStore(TrialLifecycle):
     """Read and write studies, trials and epochs in one results DB."""
 
     _per_process: ClassVar[dict[str, tuple[int, ResultStore]]] = {}
@@ -121,11 +95,6 @@ class ResultStore:
         with self.session() as conn:
             conn.execute(select(1))
 
-    @staticmethod
-    def _insert(conn: Connection, table: Any) -> Any:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table)
-
     # -- datasets ----------------------------------------------------------
 
     def put_dataset(self, data: Dataset, conn: Connection | None = None) -> str:
@@ -142,9 +111,7 @@ class ResultStore:
         }
         with self._maybe_session(conn) as c:
             c.execute(
-                self._insert(c, datasets)
-                .values(row)
-                .on_conflict_do_nothing(index_elements=["hash"])
+                insert_for(c, datasets).values(row).on_conflict_do_nothing(index_elements=["hash"])
             )
         return digest
 
@@ -193,7 +160,7 @@ class ResultStore:
         with self.session() as conn:
             digest = self.put_dataset(data, conn)
             conn.execute(
-                self._insert(conn, studies)
+                insert_for(conn, studies)
                 .values(
                     name=name,
                     created_at=utcnow(),
@@ -251,7 +218,7 @@ class ResultStore:
             # ON CONFLICT keeps a concurrent launch of the same study from failing
             # or duplicating rows; the unique key is (study_id, number).
             stmt = (
-                self._insert(conn, trials)
+                insert_for(conn, trials)
                 .on_conflict_do_nothing(index_elements=["study_id", "number"])
                 .returning(trials.c.number)
             )
@@ -298,247 +265,6 @@ class ResultStore:
                 ).scalars()
             )
 
-    def send_unsent(self, study_id: int, send: Callable[[list[int]], object]) -> int:
-        """Hand each queued trial that has no message yet to ``send``; return how many.
-
-        Each batch is marked sent and handed over inside one transaction, so
-        two launches of one study never both send a trial (the second waits
-        for the first's row locks, then finds them sent), and a failed ``send``
-        rolls the marks back for the next launch to retry. Only a launch that
-        dies between ``send`` and commit leaves duplicates, which the claim
-        makes harmless.
-        """
-        sent = 0
-        while True:
-            with self.session() as conn:
-                unsent = (
-                    select(trials.c.id)
-                    .where(
-                        trials.c.study_id == study_id,
-                        trials.c.status == "queued",
-                        trials.c.enqueued_at.is_(None),
-                    )
-                    .order_by(trials.c.number)
-                    .limit(_SEND_BATCH)
-                )
-                numbers = sorted(
-                    conn.execute(
-                        update(trials)
-                        .where(trials.c.id.in_(unsent), trials.c.enqueued_at.is_(None))
-                        .values(enqueued_at=_now(conn))
-                        .returning(trials.c.number)
-                    ).scalars()
-                )
-                if not numbers:
-                    return sent
-                send(numbers)
-            sent += len(numbers)
-
-    def claim(
-        self, study_id: int, number: int, worker: str, *, lease_s: float
-    ) -> ClaimedTrial | None:
-        """Move trial (study_id, number) from queued to running; None if it is not queued.
-
-        The conditional UPDATE is the claim: of two workers that get the same
-        message, exactly one sees a row come back. The winner holds a lease of
-        ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
-        """
-        with self.session() as conn:
-            now = _now(conn)
-            claimed = conn.execute(
-                update(trials)
-                .where(
-                    trials.c.study_id == study_id,
-                    trials.c.number == number,
-                    trials.c.status == "queued",
-                )
-                .values(
-                    status="running",
-                    attempts=trials.c.attempts + 1,
-                    worker=worker,
-                    started_at=utcnow(),
-                    finished_at=None,
-                    error=None,
-                    heartbeat_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                )
-                .returning(trials.c.id, trials.c.params, trials.c.attempts)
-            ).one_or_none()
-            if claimed is None:
-                return None
-            study = conn.execute(select(studies).where(studies.c.id == study_id)).one()
-        return ClaimedTrial(
-            trial_id=claimed.id,
-            study_id=study_id,
-            study_name=study.name,
-            number=number,
-            params=dict(claimed.params),
-            seed=int(study.seed),
-            settings=dict(study.settings),
-            dataset_hash=study.dataset_hash,
-            attempt=int(claimed.attempts),
-        )
-
-    def heartbeat(self, claimed: ClaimedTrial, *, lease_s: float) -> bool:
-        """Renew the lease of a claimed trial; False if this claim has lost it."""
-        with self.session() as conn:
-            now = _now(conn)
-            return bool(
-                conn.execute(
-                    update(trials)
-                    .where(_held(claimed))
-                    .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
-                ).rowcount
-                == 1
-            )
-
-    def finish_trial(self, claimed: ClaimedTrial, result: TrialResult) -> bool:
-        """Record a successful run; False if this claim no longer holds the trial."""
-        trial_id = claimed.trial_id
-        with self.session() as conn:
-            done = conn.execute(
-                update(trials)
-                .where(_held(claimed))
-                .values(
-                    status="succeeded",
-                    finished_at=utcnow(),
-                    duration_s=result.duration_s,
-                    device=result.device,
-                    val_loss=result.val_loss,
-                    val_accuracy=result.val_accuracy,
-                    test_loss=result.test_loss,
-                    test_accuracy=result.test_accuracy,
-                    error=None,
-                    lease_expires_at=None,
-                )
-            ).rowcount
-            if done != 1:
-                return False
-            if result.epochs:
-                stmt = self._insert(conn, trial_epochs)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["trial_id", "epoch"],
-                    set_={
-                        c: stmt.excluded[c]
-                        for c in ("loss", "accuracy", "val_loss", "val_accuracy")
-                    },
-                )
-                conn.execute(
-                    stmt,
-                    [
-                        {
-                            "trial_id": trial_id,
-                            "epoch": e.epoch,
-                            "loss": e.loss,
-                            "accuracy": e.accuracy,
-                            "val_loss": e.val_loss,
-                            "val_accuracy": e.val_accuracy,
-                        }
-                        for e in result.epochs
-                    ],
-                )
-        return True
-
-    def fail_trial(self, claimed: ClaimedTrial, error: str, *, device: str | None = None) -> bool:
-        """Record a failed run with its reason; False if this claim no longer holds the trial."""
-        with self.session() as conn:
-            values: dict[str, Any] = {
-                "status": "failed",
-                "finished_at": utcnow(),
-                "error": error[:_ERROR_TEXT_LIMIT],
-                "lease_expires_at": None,
-            }
-            if device is not None:
-                values["device"] = device
-            started = conn.execute(
-                select(trials.c.started_at).where(trials.c.id == claimed.trial_id)
-            ).scalar_one_or_none()
-            if started is not None:
-                values["duration_s"] = (utcnow() - _aware(started)).total_seconds()
-            return bool(
-                conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount == 1
-            )
-
-    def recover_lost(self, study_id: int) -> Recovery:
-        """Requeue running trials whose lease has expired, or fail them after max attempts.
-
-        An expired lease means the worker stopped renewing it: it was killed,
-        ran out of memory, or lost its machine. The requeued trials need new
-        messages: see :meth:`send_unsent`.
-        """
-        with self.session() as conn:
-            max_attempts = conn.execute(
-                select(studies.c.max_attempts).where(studies.c.id == study_id)
-            ).scalar_one()
-            lost = conn.execute(
-                select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
-                .where(
-                    trials.c.study_id == study_id,
-                    trials.c.status == "running",
-                    trials.c.lease_expires_at < _now(conn),
-                )
-                .order_by(trials.c.number)
-            ).all()
-            requeued: list[int] = []
-            gave_up: list[int] = []
-            for row in lost:
-                reason = (
-                    f"attempt {row.attempts} lost: worker {row.worker} stopped renewing its "
-                    "lease (killed, out of memory, or its machine was lost)"
-                )
-                still_lost = (
-                    (trials.c.id == row.id)
-                    & (trials.c.status == "running")
-                    & (trials.c.attempts == row.attempts)
-                )
-                if row.attempts >= max_attempts:
-                    values: dict[str, Any] = {
-                        "status": "failed",
-                        "finished_at": utcnow(),
-                        "error": f"{reason}; gave up after {row.attempts} attempts "
-                        f"(max_attempts={max_attempts})",
-                    }
-                    target = gave_up
-                else:
-                    values = {"status": "queued", "error": reason, "enqueued_at": None}
-                    target = requeued
-                values.update(lease_expires_at=None, worker=None)
-                if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
-                    target.append(row.number)
-        return Recovery(requeued=tuple(requeued), gave_up=tuple(gave_up))
-
-    def queued_waiting(self, study_id: int, *, longer_than_s: float) -> list[int]:
-        """Numbers of queued trials whose message was sent more than ``longer_than_s`` ago."""
-        with self.session() as conn:
-            cutoff = _now(conn) - timedelta(seconds=longer_than_s)
-            return list(
-                conn.execute(
-                    select(trials.c.number)
-                    .where(
-                        trials.c.study_id == study_id,
-                        trials.c.status == "queued",
-                        trials.c.enqueued_at < cutoff,
-                    )
-                    .order_by(trials.c.number)
-                ).scalars()
-            )
-
-    def mark_unsent(self, study_id: int, numbers: Iterable[int]) -> list[int]:
-        """Forget the messages of these queued trials (they were lost); return those changed."""
-        with self.session() as conn:
-            return sorted(
-                conn.execute(
-                    update(trials)
-                    .where(
-                        trials.c.study_id == study_id,
-                        trials.c.status == "queued",
-                        trials.c.number.in_(list(numbers)),
-                    )
-                    .values(enqueued_at=None)
-                    .returning(trials.c.number)
-                ).scalars()
-            )
-
     def counts(self, study_id: int) -> Counts:
         with self.session() as conn:
             rows = conn.execute(
@@ -582,15 +308,6 @@ class ResultStore:
         return [EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in rows]
 
 
-def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
-    """True while ``claimed`` still holds its trial: running, under the same attempt."""
-    return (
-        (trials.c.id == claimed.trial_id)
-        & (trials.c.status == "running")
-        & (trials.c.attempts == claimed.attempt)
-    )
-
-
 def _reason(exc: SQLAlchemyError, url: str) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc)
@@ -610,20 +327,15 @@ def _password(url: str) -> str | None:
         return None
 
 
-def _aware(stamp: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-
-
 def _maybe_aware(stamp: datetime | None) -> datetime | None:
-    return None if stamp is None else _aware(stamp)
+    return None if stamp is None else aware(stamp)
 
 
 def _study(row: Row[Any]) -> StudyRecord:
     return StudyRecord(
         id=row.id,
         name=row.name,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         seed=int(row.seed),
         space=dict(row.space),
         settings=dict(row.settings),

@@ -1,0 +1,284 @@
+"""A trial's life in the results DB: sent, claimed, renewed, finished, failed or lost.
+
+These are the writes that make results exactly-once when messages are not:
+a worker must claim a trial (queued -> running, one conditional UPDATE)
+before training it, renews the claim's lease while it trains, and every later
+write presents the claim's attempt number, so a worker whose lease expired can
+neither renew it nor record a result. :class:`~seqsweep.db.store.ResultStore`
+mixes this in; the session scope it relies on lives there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.engine import Connection
+
+from seqsweep.db.records import ClaimedTrial, Recovery, TrialResult
+from seqsweep.db.schema import studies, trial_epochs, trials
+from seqsweep.db.sql import aware, db_now, insert_for, utcnow
+
+_ERROR_TEXT_LIMIT = 4000
+#: Trials sent per transaction by :meth:`TrialLifecycle.send_unsent`.
+_SEND_BATCH = 500
+
+
+class TrialLifecycle:
+    """The trial state machine, as methods of the results store."""
+
+    def session(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by ResultStore
+
+    def send_unsent(self, study_id: int, send: Callable[[list[int]], object]) -> int:
+        """Hand each queued trial that has no message yet to ``send``; return how many.
+
+        Each batch is marked sent and handed over inside one transaction, so
+        two launches of one study never both send a trial (the second waits
+        for the first's row locks, then finds them sent), and a failed ``send``
+        rolls the marks back for the next launch to retry. Only a launch that
+        dies between ``send`` and commit leaves duplicates, which the claim
+        makes harmless.
+        """
+        sent = 0
+        while True:
+            with self.session() as conn:
+                unsent = (
+                    select(trials.c.id)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.enqueued_at.is_(None),
+                    )
+                    .order_by(trials.c.number)
+                    .limit(_SEND_BATCH)
+                )
+                numbers = sorted(
+                    conn.execute(
+                        update(trials)
+                        .where(trials.c.id.in_(unsent), trials.c.enqueued_at.is_(None))
+                        .values(enqueued_at=db_now(conn))
+                        .returning(trials.c.number)
+                    ).scalars()
+                )
+                if not numbers:
+                    return sent
+                send(numbers)
+            sent += len(numbers)
+
+    def claim(
+        self, study_id: int, number: int, worker: str, *, lease_s: float
+    ) -> ClaimedTrial | None:
+        """Move trial (study_id, number) from queued to running; None if it is not queued.
+
+        The conditional UPDATE is the claim: of two workers that get the same
+        message, exactly one sees a row come back. The winner holds a lease of
+        ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
+        """
+        with self.session() as conn:
+            now = db_now(conn)
+            claimed = conn.execute(
+                update(trials)
+                .where(
+                    trials.c.study_id == study_id,
+                    trials.c.number == number,
+                    trials.c.status == "queued",
+                )
+                .values(
+                    status="running",
+                    attempts=trials.c.attempts + 1,
+                    worker=worker,
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                    heartbeat_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+                .returning(trials.c.id, trials.c.params, trials.c.attempts)
+            ).one_or_none()
+            if claimed is None:
+                return None
+            study = conn.execute(select(studies).where(studies.c.id == study_id)).one()
+        return ClaimedTrial(
+            trial_id=claimed.id,
+            study_id=study_id,
+            study_name=study.name,
+            number=number,
+            params=dict(claimed.params),
+            seed=int(study.seed),
+            settings=dict(study.settings),
+            dataset_hash=study.dataset_hash,
+            attempt=int(claimed.attempts),
+        )
+
+    def heartbeat(self, claimed: ClaimedTrial, *, lease_s: float) -> bool:
+        """Renew the lease of a claimed trial; False if this claim has lost it."""
+        with self.session() as conn:
+            now = db_now(conn)
+            return bool(
+                conn.execute(
+                    update(trials)
+                    .where(_held(claimed))
+                    .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
+                ).rowcount
+                == 1
+            )
+
+    def finish_trial(self, claimed: ClaimedTrial, result: TrialResult) -> bool:
+        """Record a successful run; False if this claim no longer holds the trial."""
+        trial_id = claimed.trial_id
+        with self.session() as conn:
+            done = conn.execute(
+                update(trials)
+                .where(_held(claimed))
+                .values(
+                    status="succeeded",
+                    finished_at=utcnow(),
+                    duration_s=result.duration_s,
+                    device=result.device,
+                    val_loss=result.val_loss,
+                    val_accuracy=result.val_accuracy,
+                    test_loss=result.test_loss,
+                    test_accuracy=result.test_accuracy,
+                    error=None,
+                    lease_expires_at=None,
+                )
+            ).rowcount
+            if done != 1:
+                return False
+            if result.epochs:
+                stmt = insert_for(conn, trial_epochs)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["trial_id", "epoch"],
+                    set_={
+                        c: stmt.excluded[c]
+                        for c in ("loss", "accuracy", "val_loss", "val_accuracy")
+                    },
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "trial_id": trial_id,
+                            "epoch": e.epoch,
+                            "loss": e.loss,
+                            "accuracy": e.accuracy,
+                            "val_loss": e.val_loss,
+                            "val_accuracy": e.val_accuracy,
+                        }
+                        for e in result.epochs
+                    ],
+                )
+        return True
+
+    def fail_trial(self, claimed: ClaimedTrial, error: str, *, device: str | None = None) -> bool:
+        """Record a failed run with its reason; False if this claim no longer holds the trial."""
+        with self.session() as conn:
+            values: dict[str, Any] = {
+                "status": "failed",
+                "finished_at": utcnow(),
+                "error": error[:_ERROR_TEXT_LIMIT],
+                "lease_expires_at": None,
+            }
+            if device is not None:
+                values["device"] = device
+            started = conn.execute(
+                select(trials.c.started_at).where(trials.c.id == claimed.trial_id)
+            ).scalar_one_or_none()
+            if started is not None:
+                values["duration_s"] = (utcnow() - aware(started)).total_seconds()
+            return bool(
+                conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount == 1
+            )
+
+    def recover_lost(self, study_id: int) -> Recovery:
+        """Requeue running trials whose lease has expired, or fail them after max attempts.
+
+        An expired lease means the worker stopped renewing it: it was killed,
+        ran out of memory, or lost its machine. The requeued trials need new
+        messages: see :meth:`send_unsent`.
+        """
+        with self.session() as conn:
+            max_attempts = conn.execute(
+                select(studies.c.max_attempts).where(studies.c.id == study_id)
+            ).scalar_one()
+            lost = conn.execute(
+                select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
+                .where(
+                    trials.c.study_id == study_id,
+                    trials.c.status == "running",
+                    trials.c.lease_expires_at < db_now(conn),
+                )
+                .order_by(trials.c.number)
+            ).all()
+            requeued: list[int] = []
+            gave_up: list[int] = []
+            for row in lost:
+                reason = (
+                    f"attempt {row.attempts} lost: worker {row.worker} stopped renewing its "
+                    "lease (killed, out of memory, or its machine was lost)"
+                )
+                still_lost = (
+                    (trials.c.id == row.id)
+                    & (trials.c.status == "running")
+                    & (trials.c.attempts == row.attempts)
+                )
+                if row.attempts >= max_attempts:
+                    values: dict[str, Any] = {
+                        "status": "failed",
+                        "finished_at": utcnow(),
+                        "error": f"{reason}; gave up after {row.attempts} attempts "
+                        f"(max_attempts={max_attempts})",
+                    }
+                    target = gave_up
+                else:
+                    values = {"status": "queued", "error": reason, "enqueued_at": None}
+                    target = requeued
+                values.update(lease_expires_at=None, worker=None)
+                if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
+                    target.append(row.number)
+        return Recovery(requeued=tuple(requeued), gave_up=tuple(gave_up))
+
+    def queued_waiting(self, study_id: int, *, longer_than_s: float) -> list[int]:
+        """Numbers of queued trials whose message was sent more than ``longer_than_s`` ago."""
+        with self.session() as conn:
+            cutoff = db_now(conn) - timedelta(seconds=longer_than_s)
+            return list(
+                conn.execute(
+                    select(trials.c.number)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.enqueued_at < cutoff,
+                    )
+                    .order_by(trials.c.number)
+                ).scalars()
+            )
+
+    def mark_unsent(self, study_id: int, numbers: Iterable[int]) -> list[int]:
+        """Forget the messages of these queued trials (they were lost); return those changed."""
+        with self.session() as conn:
+            return sorted(
+                conn.execute(
+                    update(trials)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.status == "queued",
+                        trials.c.number.in_(list(numbers)),
+                    )
+                    .values(enqueued_at=None)
+                    .returning(trials.c.number)
+                ).scalars()
+            )
+
+
+def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
+    """True while ``claimed`` still holds its trial: running, under the same attempt."""
+    return (
+        (trials.c.id == claimed.trial_id)
+        & (trials.c.status == "running")
+        & (trials.c.attempts == claimed.attempt)
+    )
