@@ -497,20 +497,20 @@ def test_postgresql_sslmode_require_is_really_tls(pg_admin_url: str, pg_url: str
         store.dispose()
 
 
-def test_tls_to_postgresql_works_after_a_worker_imported_keras(
+def test_tls_to_postgresql_works_after_models_imported_keras(
     pg_admin_url: str, pg_url: str
 ) -> None:
-    """TensorFlow's BoringSSL used to abort libpq's first TLS handshake.
+    """TensorFlow's BoringSSL aborts libpq's first TLS handshake if TF loads first.
 
-    A worker imports Keras for its first trial and may open its first TLS
-    connection only afterwards (a new pool process, a reconnect), so this is
-    the order that must work.
+    seqsweep's workers create their store (loading psycopg) before a trial
+    imports Keras; a process that imports ``models`` first, like this test
+    suite or a user's script, must work too.
     """
     if not _pg_ssl_on(pg_admin_url):
         require("PostgreSQL with ssl = on", "the server at 127.0.0.1:5432 has ssl = off")
     url = pg_url + ("&" if "?" in pg_url else "?") + "sslmode=require"
     script = (
-        "import worker, keras, sqlalchemy\n"
+        "import models, keras, sqlalchemy\n"
         "from seqsweep.db import ResultStore\n"
         "store = ResultStore(__import__('sys').argv[1])\n"
         "with store.session() as conn:\n"

@@ -4,10 +4,6 @@
 does not import TensorFlow; the first trial in each pool process does.
 """
 
-from seqsweep.db.engine import load_pg_driver_before_keras
-
-load_pg_driver_before_keras()
-
-from worker.celery_app import app  # noqa: E402
+from worker.celery_app import app
 
 __all__ = ["app"]

@@ -64,8 +64,9 @@ def load_pg_driver_before_keras() -> None:
     TensorFlow ships BoringSSL and loads it with global symbols; if it is loaded
     first, libpq's first TLS handshake calls into it and the process aborts with
     ``free(): invalid pointer`` (tensorflow/tensorflow#93969). Loading psycopg
-    first binds libpq to its own OpenSSL. Every process that may both train and
-    talk to PostgreSQL calls this at import time.
+    first binds libpq to its own OpenSSL. ``models`` calls this before it
+    imports Keras; workers are safe anyway, since their store loads psycopg
+    before a trial imports Keras.
     """
     with contextlib.suppress(ImportError):  # no psycopg: no PostgreSQL either
         import psycopg  # noqa: F401

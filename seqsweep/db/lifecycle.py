@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection
@@ -30,8 +30,9 @@ _SEND_BATCH = 500
 class TrialLifecycle:
     """The trial state machine, as methods of the results store."""
 
-    def session(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by ResultStore
+    if TYPE_CHECKING:  # provided by ResultStore
+
+        def session(self) -> AbstractContextManager[Connection]: ...
 
     def send_unsent(self, study_id: int, send: Callable[[list[int]], object]) -> int:
         """Hand each queued trial that has no message yet to ``send``; return how many.
