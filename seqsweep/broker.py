@@ -6,6 +6,7 @@ serializer, queue and transport options. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from typing import Any
 
@@ -44,7 +45,7 @@ def check_broker(app: Any, broker_url: str) -> None:
         )
     path = sqlite_path(broker_url)
     if path is not None:
-        prepare_sqlite_broker(path)
+        prepare_sqlite_broker(app, path)
         return
     try:
         with app.connection_for_write() as conn:
@@ -59,19 +60,30 @@ def check_broker(app: Any, broker_url: str) -> None:
         ) from None
 
 
-def prepare_sqlite_broker(path: Any) -> None:
-    """Create the embedded broker's SQLite file in WAL mode (the mode persists in the file).
+def prepare_sqlite_broker(app: Any, path: Any) -> None:
+    """Create the embedded broker's SQLite file in WAL mode, with kombu's tables and queue.
 
-    WAL lets the scheduler enqueue while workers poll, instead of each writer
-    locking readers out.
+    WAL (the mode persists in the file) lets the scheduler enqueue while
+    workers poll, instead of each writer locking readers out. kombu creates
+    its tables and queue row on a channel's first use, guarded only by a
+    thread lock: two processes meeting a new file both run ``CREATE TABLE``,
+    and the loser's "table already exists" reaches kombu's retry, which then
+    publishes on a closed channel ("'NoneType' object has no attribute
+    'client'"). So the first process to get an exclusive ``flock`` on the
+    file does all of it, and every later one finds it done. SQLite's own
+    locks are ``fcntl`` locks, which ``flock`` does not touch.
     """
     try:
-        con = sqlite3.connect(path, timeout=30)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
+        with open(path, "ab") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            con = sqlite3.connect(path, timeout=30)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
+            with app.connection_for_write() as conn:
+                conn.default_channel.queue_declare(queue=QUEUE)
+    except Exception as exc:  # OSError, sqlite3 or kombu's SQLAlchemy errors alike
         raise ConnectionFailedError(
             f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
             "and is writable, or pass --broker"

@@ -132,7 +132,7 @@ def test_forty_trials_survive_five_random_kill9s(home: Path, backend: dict[str, 
         for node in nodes:
             node.stop()
         scheduler.stop()
-    assert len(kills) == 5, f"the study ended after only {kills} kills"
+    assert len(kills) == 5, f"ended after only {kills} kills: {scheduler.output()[-3000:]}"
     assert code == 0, scheduler.output()[-3000:]
     trials = _assert_each_trial_counted_once(db, 40, all_succeeded=False)
     assert sum(t[2] for t in trials) > 40, "no kill hit a running trial"
