@@ -1,4 +1,4 @@
-"""``python -m scheduler``: launch a study, report on it, or migrate the results DB.
+"""``python -m scheduler``: launch, follow, cancel and report on studies; migrate the DB.
 
 Each command parses its flags, calls one library function and prints.
 """
@@ -10,10 +10,19 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from scheduler.launch import LaunchOptions, launch, start_study
 from scheduler.recovery import recover
-from scheduler.report import format_report, study_report
+from scheduler.report import format_csv, format_report, study_report
+from scheduler.status import (
+    cancel_study,
+    format_cancel,
+    format_studies,
+    format_study,
+    studies_status,
+    study_status,
+)
 from seqsweep.cli_support import (
     OneLineParser,
     interrupt_on_termination,
@@ -97,14 +106,26 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = commands.add_parser("report", parents=[db, study], help="print the best trials")
     rep.add_argument("--top", type=positive_int, default=10, help="rows in the table")
-    rep.add_argument("--format", choices=("table", "json"), default="table")
+    rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    stat = commands.add_parser(
+        "status", parents=[db], help="list the studies, or show one in detail"
+    )
+    stat.add_argument("name", nargs="?", metavar="STUDY", help="a study (default: list them all)")
+    stat.add_argument("--format", choices=("table", "json"), default="table")
+
+    can = commands.add_parser(
+        "cancel", parents=[db], help="stop a study: queued trials never run, running ones finish"
+    )
+    can.add_argument("name", metavar="STUDY")
+    can.add_argument("--format", choices=("table", "json"), default="table")
 
     rec = commands.add_parser(
         "recover",
         parents=[db, broker],
         help="requeue trials whose worker or message was lost, and send missing messages",
     )
-    rec.add_argument("--study", help="only this study (default: every running study)")
+    rec.add_argument("--study", help="only this study (default: every running or cancelled study)")
     rec.add_argument("--format", choices=("table", "json"), default="table")
 
     commands.add_parser(
@@ -120,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "launch": _launch,
         "report": _report,
+        "status": _status,
+        "cancel": _cancel,
         "recover": _recover,
         "migrate": _migrate,
     }[args.command]
@@ -164,7 +187,7 @@ def _launch(args: argparse.Namespace) -> int:
         return 0
     report = launch(options, say=say)
     _print_report(report, args.format)
-    if report["best"] is None:
+    if report["best"] is None and report["status"] != "cancelled":
         raise SeqsweepError(
             f"study {report['study']}: every trial failed; "
             f"run `python -m scheduler report --study {report['study']}` "
@@ -176,6 +199,23 @@ def _launch(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
     _print_report(study_report(store, args.study, args.top), args.format)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = ResultStore(resolve_db_url(args.db))
+    if args.name is None:
+        rows = studies_status(store)
+        print(json.dumps(rows, indent=2) if args.format == "json" else format_studies(rows))
+    else:
+        detail = study_status(store, args.name)
+        print(json.dumps(detail, indent=2) if args.format == "json" else format_study(detail))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    result = cancel_study(ResultStore(resolve_db_url(args.db)), args.name)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_cancel(result))
     return 0
 
 
@@ -198,9 +238,11 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: dict[str, object], fmt: str) -> None:
+def _print_report(report: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(report, indent=2))
+    elif fmt == "csv":
+        sys.stdout.write(format_csv(report))
     else:
         print()
         print(format_report(report))

@@ -132,7 +132,7 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
     finally:
         if workers is not None:
             workers.stop()
-    store.set_study_status(study.id, "completed")
+    store.complete_study(study.id)
     return study_report(store, study.name, opts.top_k)
 
 
@@ -186,7 +186,8 @@ def _progress(store: ResultStore, study: StudyRecord, counts: Counts) -> str:
         if top and top[0].val_accuracy is not None
         else ""
     )
+    cancelled = f", {counts.cancelled} cancelled" if counts.cancelled else ""
     return (
         f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
-        f"{counts.failed} failed, {counts.running} running{best}"
+        f"{counts.failed} failed{cancelled}, {counts.running} running{best}"
     )

@@ -51,6 +51,7 @@ class RecoveryReport:
     study: str
     requeued: tuple[int, ...] = ()
     gave_up: tuple[int, ...] = ()
+    cancelled: tuple[int, ...] = ()
     lost_messages: tuple[int, ...] = ()
     sent: int = 0
 
@@ -61,6 +62,11 @@ class RecoveryReport:
             out.append(f"requeued trials {_numbers(self.requeued)}: their workers vanished")
         if self.gave_up:
             out.append(f"failed trials {_numbers(self.gave_up)}: out of attempts")
+        if self.cancelled:
+            out.append(
+                f"cancelled trials {_numbers(self.cancelled)}: their workers vanished "
+                "and the study is cancelled"
+            )
         if self.lost_messages:
             out.append(f"re-sent lost messages of trials {_numbers(self.lost_messages)}")
         return out
@@ -70,6 +76,7 @@ class RecoveryReport:
             study=self.study,
             requeued=self.requeued + later.requeued,
             gave_up=self.gave_up + later.gave_up,
+            cancelled=self.cancelled + later.cancelled,
             lost_messages=self.lost_messages + later.lost_messages,
             sent=self.sent + later.sent,
         )
@@ -79,6 +86,7 @@ class RecoveryReport:
             "study": self.study,
             "requeued": list(self.requeued),
             "gave_up": list(self.gave_up),
+            "cancelled": list(self.cancelled),
             "lost_messages": list(self.lost_messages),
             "sent": self.sent,
         }
@@ -100,6 +108,7 @@ def recover_pass(
         study=study.name,
         requeued=recovery.requeued,
         gave_up=recovery.gave_up,
+        cancelled=recovery.cancelled,
         lost_messages=tuple(lost),
         sent=sent,
     )
@@ -108,14 +117,15 @@ def recover_pass(
 def recover(
     store: ResultStore, broker_url: str, study_name: str | None, confirm_after_s: float = 2.0
 ) -> list[RecoveryReport]:
-    """One recovery of ``study_name`` (or every running study), for ``scheduler recover``.
+    """One recovery of ``study_name`` (or every unfinished study), for ``scheduler recover``.
 
     Lost messages need two looks at an empty queue, ``confirm_after_s`` apart.
     """
     app = make_app(broker_url, main="scheduler")
     check_broker(app, broker_url)
     if study_name is None:
-        targets = [s for s in store.list_studies() if s.status == "running"]
+        # A cancelled study may still have running trials whose workers died.
+        targets = [s for s in store.list_studies() if s.status in ("running", "cancelled")]
     else:
         targets = [store.require_study(study_name)]
     watch = OrphanWatch()

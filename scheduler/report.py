@@ -1,7 +1,9 @@
-"""The reporter: the best trial and a top-k table, as text or as one JSON object."""
+"""The reporter: the best trial and a top-k table, as text, CSV or one JSON object."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any
 
@@ -44,7 +46,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"study {report['study']} ({report['status']}): {c['total']} trials, "
         f"{c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
-        f"{c['queued']} queued"
+        f"{c['queued']} queued" + (f", {c['cancelled']} cancelled" if c["cancelled"] else "")
     ]
     top = report["top"]
     if not top:
@@ -56,10 +58,10 @@ def format_report(report: dict[str, Any]) -> str:
         [
             str(i + 1),
             str(t["number"]),
-            _fmt(t["val_accuracy"]),
-            _fmt(t["val_loss"]),
-            _fmt(t["test_accuracy"]),
-            *(_fmt(t["params"].get(n)) for n in names),
+            fmt_value(t["val_accuracy"]),
+            fmt_value(t["val_loss"]),
+            fmt_value(t["test_accuracy"]),
+            *(fmt_value(t["params"].get(n)) for n in names),
         ]
         for i, t in enumerate(top)
     ]
@@ -71,15 +73,39 @@ def format_report(report: dict[str, Any]) -> str:
     best = report["best"]
     lines.append("")
     lines.append(
-        f"best trial: #{best['number']}  val_accuracy={_fmt(best['val_accuracy'])}  "
-        f"val_loss={_fmt(best['val_loss'])}  test_accuracy="
-        f"{_fmt(best['test_accuracy'])}  test_loss={_fmt(best['test_loss'])}"
+        f"best trial: #{best['number']}  val_accuracy={fmt_value(best['val_accuracy'])}  "
+        f"val_loss={fmt_value(best['val_loss'])}  test_accuracy="
+        f"{fmt_value(best['test_accuracy'])}  test_loss={fmt_value(best['test_loss'])}"
     )
-    lines.append("best params: " + "  ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
+    lines.append(
+        "best params: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in best["params"].items())
+    )
     return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
+def format_csv(report: dict[str, Any]) -> str:
+    """The top-k table as CSV: one row per trial, full precision, one column per parameter."""
+    top = report["top"]
+    names = sorted({name for t in top for name in t["params"]})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "trial", *_METRICS, "duration_s", "device", *names])
+    for rank, t in enumerate(top, start=1):
+        writer.writerow(
+            [
+                rank,
+                t["number"],
+                *(t[m] for m in _METRICS),
+                t["duration_s"],
+                t["device"],
+                *(t["params"].get(n) for n in names),
+            ]
+        )
+    return out.getvalue()
+
+
+def fmt_value(value: Any) -> str:
+    """A table cell: 4 decimals for ordinary floats, 3 significant digits otherwise."""
     if value is None:
         return "-"
     if isinstance(value, float):

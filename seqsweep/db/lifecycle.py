@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.engine import Connection
 
-from seqsweep.db.records import ClaimedTrial, Recovery, TrialResult
+from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
 
@@ -198,14 +198,16 @@ class TrialLifecycle:
     def recover_lost(self, study_id: int) -> Recovery:
         """Requeue running trials whose lease has expired, or fail them after max attempts.
 
+        In a cancelled study they are cancelled instead.
+
         An expired lease means the worker stopped renewing it: it was killed,
         ran out of memory, or lost its machine. The requeued trials need new
         messages: see :meth:`send_unsent`.
         """
         with self.session() as conn:
-            max_attempts = conn.execute(
-                select(studies.c.max_attempts).where(studies.c.id == study_id)
-            ).scalar_one()
+            max_attempts, study_status = conn.execute(
+                select(studies.c.max_attempts, studies.c.status).where(studies.c.id == study_id)
+            ).one()
             lost = conn.execute(
                 select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
                 .where(
@@ -217,6 +219,7 @@ class TrialLifecycle:
             ).all()
             requeued: list[int] = []
             gave_up: list[int] = []
+            cancelled: list[int] = []
             for row in lost:
                 reason = (
                     f"attempt {row.attempts} lost: worker {row.worker} stopped renewing its "
@@ -227,8 +230,15 @@ class TrialLifecycle:
                     & (trials.c.status == "running")
                     & (trials.c.attempts == row.attempts)
                 )
-                if row.attempts >= max_attempts:
+                if study_status == "cancelled":
                     values: dict[str, Any] = {
+                        "status": "cancelled",
+                        "finished_at": utcnow(),
+                        "error": f"{reason}; not requeued: the study was cancelled",
+                    }
+                    target = cancelled
+                elif row.attempts >= max_attempts:
+                    values = {
                         "status": "failed",
                         "finished_at": utcnow(),
                         "error": f"{reason}; gave up after {row.attempts} attempts "
@@ -241,7 +251,37 @@ class TrialLifecycle:
                 values.update(lease_expires_at=None, worker=None)
                 if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
                     target.append(row.number)
-        return Recovery(requeued=tuple(requeued), gave_up=tuple(gave_up))
+        return Recovery(
+            requeued=tuple(requeued), gave_up=tuple(gave_up), cancelled=tuple(cancelled)
+        )
+
+    def cancel(self, study_id: int) -> Cancellation:
+        """Cancel the study: its queued trials will not run; running ones may finish.
+
+        Workers claim only ``queued`` trials, so the messages already in the
+        broker are acked without training. One transaction, so a trial is
+        either claimed before the cancel (and finishes) or cancelled.
+        """
+        with self.session() as conn:
+            conn.execute(update(studies).where(studies.c.id == study_id).values(status="cancelled"))
+            cancelled = conn.execute(
+                update(trials)
+                .where(trials.c.study_id == study_id, trials.c.status == "queued")
+                .values(
+                    status="cancelled",
+                    finished_at=utcnow(),
+                    error="cancelled before it ran",
+                    enqueued_at=None,
+                )
+                .returning(trials.c.number)
+            ).scalars()
+            numbers = tuple(sorted(cancelled))
+            running = conn.execute(
+                select(trials.c.number)
+                .where(trials.c.study_id == study_id, trials.c.status == "running")
+                .order_by(trials.c.number)
+            ).scalars()
+            return Cancellation(cancelled=numbers, running=tuple(running))
 
     def queued_waiting(self, study_id: int, *, longer_than_s: float) -> list[int]:
         """Numbers of queued trials whose message was sent more than ``longer_than_s`` ago."""

@@ -75,9 +75,11 @@ class Recovery:
 
     requeued: tuple[int, ...] = ()
     gave_up: tuple[int, ...] = ()
+    #: Lost trials of a cancelled study: not requeued.
+    cancelled: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.requeued or self.gave_up)
+        return bool(self.requeued or self.gave_up or self.cancelled)
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,12 @@ class Counts:
     running: int = 0
     succeeded: int = 0
     failed: int = 0
+    cancelled: int = 0
 
     @property
     def finished(self) -> int:
-        return self.succeeded + self.failed
+        """Trials that will not run (again): succeeded, failed or cancelled."""
+        return self.succeeded + self.failed + self.cancelled
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -114,4 +118,35 @@ class Counts:
             "failed": self.failed,
             "running": self.running,
             "queued": self.queued,
+            "cancelled": self.cancelled,
         }
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One line of ``status``: a study, its counts and its best trial so far."""
+
+    name: str
+    created_at: datetime
+    status: str
+    counts: Counts
+    best_number: int | None = None
+    best_val_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """How many trials of a study one worker process finished or is running."""
+
+    worker: str
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What ``cancel`` changed: queued trials dropped, running ones left to finish."""
+
+    cancelled: tuple[int, ...] = ()
+    running: tuple[int, ...] = ()

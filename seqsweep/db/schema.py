@@ -36,9 +36,9 @@ metadata = MetaData(
     }
 )
 
-TRIAL_STATUSES = ("queued", "running", "succeeded", "failed")
-FINISHED_STATUSES = ("succeeded", "failed")
-STUDY_STATUSES = ("running", "completed")
+TRIAL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+STUDY_STATUSES = ("running", "completed", "cancelled")
 
 datasets = Table(
     "datasets",

@@ -1,13 +1,15 @@
-"""Small dialect-neutral SQL helpers shared by the store and the trial lifecycle."""
+"""Small dialect-neutral SQL helpers, and rows to frozen records, shared by the store's parts."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Row, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+
+from seqsweep.db.records import StudyRecord, TrialRecord
 
 
 def utcnow() -> datetime:
@@ -34,3 +36,45 @@ def insert_for(conn: Connection, table: Any) -> Any:
     """An INSERT that supports ``on_conflict_do_*`` on this connection's dialect."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def maybe_aware(stamp: datetime | None) -> datetime | None:
+    return None if stamp is None else aware(stamp)
+
+
+def study_record(row: Row[Any]) -> StudyRecord:
+    return StudyRecord(
+        id=row.id,
+        name=row.name,
+        created_at=aware(row.created_at),
+        seed=int(row.seed),
+        space=dict(row.space),
+        settings=dict(row.settings),
+        dataset_hash=row.dataset_hash,
+        status=row.status,
+        max_attempts=int(row.max_attempts),
+    )
+
+
+def trial_record(row: Row[Any]) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        study_id=row.study_id,
+        number=row.number,
+        params=dict(row.params),
+        status=row.status,
+        attempts=row.attempts,
+        worker=row.worker,
+        device=row.device,
+        started_at=maybe_aware(row.started_at),
+        finished_at=maybe_aware(row.finished_at),
+        duration_s=row.duration_s,
+        val_loss=row.val_loss,
+        val_accuracy=row.val_accuracy,
+        test_loss=row.test_loss,
+        test_accuracy=row.test_accuracy,
+        error=row.error,
+        enqueued_at=maybe_aware(row.enqueued_at),
+        heartbeat_at=maybe_aware(row.heartbeat_at),
+        lease_expires_at=maybe_aware(row.lease_expires_at),
+    )

@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
@@ -23,9 +22,10 @@ from seqsweep.dataset import Dataset
 from seqsweep.db.engine import make_engine
 from seqsweep.db.lifecycle import TrialLifecycle
 from seqsweep.db.migrate import upgrade
+from seqsweep.db.overview import StudyOverview
 from seqsweep.db.records import Counts, EpochRecord, StudyRecord, TrialRecord
-from seqsweep.db.schema import datasets, studies, trial_epochs, trials
-from seqsweep.db.sql import aware, insert_for, utcnow
+from seqsweep.db.schema import TRIAL_STATUSES, datasets, studies, trial_epochs, trials
+from seqsweep.db.sql import insert_for, study_record, trial_record, utcnow
 from seqsweep.errors import (
     ConnectionFailedError,
     SeqsweepError,
@@ -36,7 +36,7 @@ from seqsweep.errors import (
 from seqsweep.urls import mask_url
 
 
-class ResultStore(TrialLifecycle):
+class ResultStore(TrialLifecycle, StudyOverview):
     """Read and write studies, trials and epochs in one results DB."""
 
     _per_process: ClassVar[dict[str, tuple[int, ResultStore]]] = {}
@@ -173,7 +173,12 @@ class ResultStore(TrialLifecycle):
                 )
                 .on_conflict_do_nothing(index_elements=["name"])
             )
-            study = _study(conn.execute(select(studies).where(studies.c.name == name)).one())
+            study = study_record(conn.execute(select(studies).where(studies.c.name == name)).one())
+            if study.status == "cancelled":
+                raise StudyConflictError(
+                    f"study {name!r} was cancelled; pass --study NEW_NAME to start a new study "
+                    f"(see `python -m scheduler status {name}` for what it finished)"
+                )
             _check_same(
                 study,
                 seed=study.seed if seed is None else seed,
@@ -190,7 +195,9 @@ class ResultStore(TrialLifecycle):
                     status="running" if added else studies.c.status,
                 )
             )
-            study = _study(conn.execute(select(studies).where(studies.c.id == study.id)).one())
+            study = study_record(
+                conn.execute(select(studies).where(studies.c.id == study.id)).one()
+            )
         return study, added
 
     def _add_trials(
@@ -231,7 +238,7 @@ class ResultStore(TrialLifecycle):
     def get_study(self, name: str) -> StudyRecord | None:
         with self.session() as conn:
             row = conn.execute(select(studies).where(studies.c.name == name)).one_or_none()
-        return None if row is None else _study(row)
+        return None if row is None else study_record(row)
 
     def require_study(self, name: str) -> StudyRecord:
         """Return study ``name``, or raise a UsageError that lists the known studies."""
@@ -247,11 +254,16 @@ class ResultStore(TrialLifecycle):
 
     def list_studies(self) -> list[StudyRecord]:
         with self.session() as conn:
-            return [_study(r) for r in conn.execute(select(studies).order_by(studies.c.id))]
+            return [study_record(r) for r in conn.execute(select(studies).order_by(studies.c.id))]
 
-    def set_study_status(self, study_id: int, status: str) -> None:
+    def complete_study(self, study_id: int) -> None:
+        """Mark a running study completed; a cancelled one stays cancelled."""
         with self.session() as conn:
-            conn.execute(update(studies).where(studies.c.id == study_id).values(status=status))
+            conn.execute(
+                update(studies)
+                .where(studies.c.id == study_id, studies.c.status == "running")
+                .values(status="completed")
+            )
 
     # -- trials ------------------------------------------------------------
 
@@ -275,7 +287,7 @@ class ResultStore(TrialLifecycle):
         by_status = {status: int(n) for status, n in rows}
         return Counts(
             total=sum(by_status.values()),
-            **{s: by_status.get(s, 0) for s in ("queued", "running", "succeeded", "failed")},
+            **{s: by_status.get(s, 0) for s in TRIAL_STATUSES},
         )
 
     def top_trials(self, study_id: int, k: int) -> list[TrialRecord]:
@@ -289,14 +301,14 @@ class ResultStore(TrialLifecycle):
                 )
                 .limit(k)
             ).all()
-        return [_trial(r) for r in rows]
+        return [trial_record(r) for r in rows]
 
     def get_trials(self, study_id: int, numbers: Iterable[int] | None = None) -> list[TrialRecord]:
         query = select(trials).where(trials.c.study_id == study_id).order_by(trials.c.number)
         if numbers is not None:
             query = query.where(trials.c.number.in_(list(numbers)))
         with self.session() as conn:
-            return [_trial(r) for r in conn.execute(query)]
+            return [trial_record(r) for r in conn.execute(query)]
 
     def epochs(self, trial_id: int) -> list[EpochRecord]:
         with self.session() as conn:
@@ -325,48 +337,6 @@ def _password(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:
         return None
-
-
-def _maybe_aware(stamp: datetime | None) -> datetime | None:
-    return None if stamp is None else aware(stamp)
-
-
-def _study(row: Row[Any]) -> StudyRecord:
-    return StudyRecord(
-        id=row.id,
-        name=row.name,
-        created_at=aware(row.created_at),
-        seed=int(row.seed),
-        space=dict(row.space),
-        settings=dict(row.settings),
-        dataset_hash=row.dataset_hash,
-        status=row.status,
-        max_attempts=int(row.max_attempts),
-    )
-
-
-def _trial(row: Row[Any]) -> TrialRecord:
-    return TrialRecord(
-        id=row.id,
-        study_id=row.study_id,
-        number=row.number,
-        params=dict(row.params),
-        status=row.status,
-        attempts=row.attempts,
-        worker=row.worker,
-        device=row.device,
-        started_at=_maybe_aware(row.started_at),
-        finished_at=_maybe_aware(row.finished_at),
-        duration_s=row.duration_s,
-        val_loss=row.val_loss,
-        val_accuracy=row.val_accuracy,
-        test_loss=row.test_loss,
-        test_accuracy=row.test_accuracy,
-        error=row.error,
-        enqueued_at=_maybe_aware(row.enqueued_at),
-        heartbeat_at=_maybe_aware(row.heartbeat_at),
-        lease_expires_at=_maybe_aware(row.lease_expires_at),
-    )
 
 
 def _check_same(

@@ -1,0 +1,120 @@
+"""Read-only summaries for ``status``: every study at a glance, or one in detail.
+
+Each summary is one grouped query, so ``status`` stays fast on studies of
+thousands of trials and never holds a lock that workers wait on.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
+
+from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
+from seqsweep.db.schema import TRIAL_STATUSES, studies, trials
+from seqsweep.db.sql import aware, trial_record
+
+
+class StudyOverview:
+    """Summaries of studies, as methods of the results store."""
+
+    if TYPE_CHECKING:  # provided by ResultStore
+
+        def session(self) -> AbstractContextManager[Connection]: ...
+
+    def study_summaries(self) -> list[StudySummary]:
+        """Every study, oldest first, with its counts per state and its best trial."""
+        with self.session() as conn:
+            names = conn.execute(
+                select(
+                    studies.c.id, studies.c.name, studies.c.created_at, studies.c.status
+                ).order_by(studies.c.id)
+            ).all()
+            per_state = conn.execute(
+                select(trials.c.study_id, trials.c.status, func.count()).group_by(
+                    trials.c.study_id, trials.c.status
+                )
+            ).all()
+            best = _best_per_study(conn)
+        counts: dict[int, dict[str, int]] = {}
+        for study_id, status, n in per_state:
+            counts.setdefault(study_id, {})[status] = int(n)
+        summaries = []
+        for row in names:
+            by_state = counts.get(row.id, {})
+            number, accuracy = best.get(row.id, (None, None))
+            summaries.append(
+                StudySummary(
+                    name=row.name,
+                    created_at=aware(row.created_at),
+                    status=row.status,
+                    counts=Counts(
+                        total=sum(by_state.values()),
+                        **{s: by_state.get(s, 0) for s in TRIAL_STATUSES},
+                    ),
+                    best_number=number,
+                    best_val_accuracy=accuracy,
+                )
+            )
+        return summaries
+
+    def worker_counts(self, study_id: int) -> list[WorkerCounts]:
+        """Per worker process (``host:pid``) of a study: succeeded, failed and running trials."""
+        with self.session() as conn:
+            rows = conn.execute(
+                select(trials.c.worker, trials.c.status, func.count())
+                .where(trials.c.study_id == study_id, trials.c.worker.is_not(None))
+                .group_by(trials.c.worker, trials.c.status)
+            ).all()
+        by_worker: dict[str, dict[str, int]] = {}
+        for worker, status, n in rows:
+            by_worker.setdefault(worker, {})[status] = int(n)
+        return [
+            WorkerCounts(
+                worker=worker,
+                succeeded=states.get("succeeded", 0),
+                failed=states.get("failed", 0),
+                running=states.get("running", 0),
+            )
+            for worker, states in sorted(by_worker.items())
+        ]
+
+    def last_failures(self, study_id: int, limit: int = 5) -> list[TrialRecord]:
+        """The study's most recently failed trials, newest first, with their errors."""
+        with self.session() as conn:
+            rows = conn.execute(
+                select(trials)
+                .where(trials.c.study_id == study_id, trials.c.status == "failed")
+                .order_by(trials.c.finished_at.desc(), trials.c.number.desc())
+                .limit(limit)
+            ).all()
+        return [trial_record(r) for r in rows]
+
+
+def _best_per_study(conn: Connection) -> dict[int, tuple[int, float]]:
+    """study id -> (number, val_accuracy) of its best succeeded trial (ties: lower val_loss)."""
+    ranked = (
+        select(
+            trials.c.study_id,
+            trials.c.number,
+            trials.c.val_accuracy,
+            func.row_number()
+            .over(
+                partition_by=trials.c.study_id,
+                order_by=(
+                    trials.c.val_accuracy.desc(),
+                    trials.c.val_loss.asc(),
+                    trials.c.number.asc(),
+                ),
+            )
+            .label("rank"),
+        )
+        .where(and_(trials.c.status == "succeeded", trials.c.val_accuracy.is_not(None)))
+        .subquery()
+    )
+    rows = conn.execute(
+        select(ranked.c.study_id, ranked.c.number, ranked.c.val_accuracy).where(ranked.c.rank == 1)
+    ).all()
+    return {r.study_id: (r.number, r.val_accuracy) for r in rows}
