@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.launch import LaunchOptions, launch, start_study
+from scheduler.progress import Progress
 from scheduler.recovery import recover
 from scheduler.report import format_csv, format_report, study_report
 from scheduler.status import (
@@ -172,11 +173,12 @@ def _launch(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         top_k=args.top,
     )
-    say = (
-        (lambda line: print(line, file=sys.stderr, flush=True))
-        if args.format == "json"
-        else (lambda line: print(line, flush=True))
-    )
+    # With --format json, stdout carries only the report; progress goes to stderr.
+    stream = sys.stderr if args.format == "json" else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
     if args.detach:
         started = start_study(options, say=say)
         print(
@@ -185,7 +187,7 @@ def _launch(args: argparse.Namespace) -> int:
             f"`python -m scheduler report --study {started.study.name}`"
         )
         return 0
-    report = launch(options, say=say)
+    report = launch(options, say=say, progress=Progress(stream, say))
     _print_report(report, args.format)
     if report["best"] is None and report["status"] != "cancelled":
         raise SeqsweepError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,19 +14,19 @@ from typing import Any
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
+from scheduler.progress import Progress
 from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import study_report
 from scheduler.sampling import MAX_SEED, sample
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
 from seqsweep.dataset import split_sizes
-from seqsweep.db import Counts, ResultStore, StudyRecord
+from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import mask_url
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-PROGRESS_EVERY_S = 15.0
 #: How often the wait loop looks for trials whose worker or message was lost.
 RECOVER_EVERY_S = 5.0
 #: How long the wait loop rides out an unreachable results DB or broker.
@@ -112,8 +113,13 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     return StartedStudy(store, app, study, added, queued, enqueued)
 
 
-def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run study ``opts.study`` to completion and return its report."""
+def launch(
+    opts: LaunchOptions, say: Callable[[str], None] = print, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run study ``opts.study`` to completion and return its report.
+
+    ``progress`` shows the wait (default: plain lines through ``say``).
+    """
     started = start_study(opts, say)
     store, study, queued = started.store, started.study, started.queued
     workers = None
@@ -127,9 +133,11 @@ def launch(opts: LaunchOptions, say: Callable[[str], None] = print) -> dict[str,
             f"waiting for workers on {mask_url(opts.broker_url)}: start them with "
             "python -m worker --broker URL --db URL"
         )
+    view = Progress(sys.stdout, say, tty=False) if progress is None else progress
     try:
-        _wait(started, workers, opts.poll_interval_s, say)
+        _wait(started, workers, opts.poll_interval_s, view)
     finally:
+        view.close()
         if workers is not None:
             workers.stop()
     store.complete_study(study.id)
@@ -140,11 +148,10 @@ def _wait(
     started: StartedStudy,
     workers: LocalWorkers | None,
     poll_s: float,
-    say: Callable[[str], None],
+    view: Progress,
 ) -> None:
     store, study = started.store, started.study
-    t0 = time.monotonic()
-    last_finished, last_line, last_recovery = -1, 0.0, 0.0
+    last_recovery = float("-inf")
     watch = OrphanWatch()
     outage_since: float | None = None
     while True:
@@ -153,22 +160,24 @@ def _wait(
             if now - last_recovery >= RECOVER_EVERY_S:
                 last_recovery = now
                 for line in recover_pass(store, started.app, study, watch).lines():
-                    say(f"[{now - t0:6.0f}s] {line}")
+                    view.note(line)
             counts = store.counts(study.id)
-            progress = _progress(store, study, counts)
+            top = store.top_trials(study.id, 1)
         except ConnectionFailedError as exc:
             # Workers ride out a DB or broker restart; so does the scheduler.
             outage_since = now if outage_since is None else outage_since
             if now - outage_since > OUTAGE_LIMIT_S:
                 raise
-            say(f"[{now - t0:6.0f}s] {exc}; retrying")
+            view.note(f"{exc}; retrying")
             time.sleep(max(poll_s, 2.0))
             continue
         outage_since = None
-        # A line per finished trial, and a heartbeat line while long trials run.
-        if counts.finished != last_finished or now - last_line >= PROGRESS_EVERY_S:
-            say(f"[{now - t0:6.0f}s] {progress}")
-            last_finished, last_line = counts.finished, now
+        best = (
+            (top[0].number, top[0].val_accuracy)
+            if top and top[0].val_accuracy is not None
+            else None
+        )
+        view.update(counts, best)
         if counts.finished >= counts.total:
             return
         if workers is not None and workers.exit_code() is not None:
@@ -177,17 +186,3 @@ def _wait(
                 f"finished; see {workers.log_path}, then run the same launch to resume"
             )
         time.sleep(poll_s)
-
-
-def _progress(store: ResultStore, study: StudyRecord, counts: Counts) -> str:
-    top = store.top_trials(study.id, 1)
-    best = (
-        f", best val_accuracy {top[0].val_accuracy:.4f} (trial {top[0].number})"
-        if top and top[0].val_accuracy is not None
-        else ""
-    )
-    cancelled = f", {counts.cancelled} cancelled" if counts.cancelled else ""
-    return (
-        f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
-        f"{counts.failed} failed{cancelled}, {counts.running} running{best}"
-    )
