@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import create_engine, insert
 
 from seqsweep.errors import ConnectionFailedError, UsageError
 from seqsweep.settings import QUEUE, celery_config
@@ -72,6 +73,12 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
     'client'"). So the first process to get an exclusive ``flock`` on the
     file does all of it, and every later one finds it done. SQLite's own
     locks are ``fcntl`` locks, which ``flock`` does not touch.
+
+    The tables come from kombu's own models but are created through a
+    throwaway engine. kombu caches its engine per process; with one cached
+    here, a worker started beside a running launch never received a message
+    (seen in the fault tests; the exact cause inside kombu was not pinned
+    down), so this leaves kombu's cache as it was.
     """
     try:
         with open(path, "ab") as guard:
@@ -82,7 +89,14 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
             finally:
                 con.close()
             with app.connection_for_write() as conn:
-                conn.default_channel.queue_declare(queue=QUEUE)
+                queue_table = conn.default_channel.queue_cls.__table__
+            engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+            try:
+                queue_table.metadata.create_all(engine)
+                with engine.begin() as db:
+                    db.execute(insert(queue_table).prefix_with("OR IGNORE").values(name=QUEUE))
+            finally:
+                engine.dispose()
     except Exception as exc:  # OSError, sqlite3 or kombu's SQLAlchemy errors alike
         raise ConnectionFailedError(
             f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
