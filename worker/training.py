@@ -31,12 +31,14 @@ def run_trial(
     batch_size: int,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
+    keep: Callable[[Any], None] | None = None,
 ) -> TrialResult:
     """Train the article's model with ``params`` on ``splits`` and return its metrics.
 
     Raises TrialError when the loss becomes NaN or infinite, or when
-    ``should_stop`` turns true (checked after every batch). Keras' global
-    state is cleared afterwards, whatever happens.
+    ``should_stop`` turns true (checked after every batch). ``keep`` is called
+    with the trained and evaluated model (``export`` saves it there). Keras'
+    global state is cleared afterwards, whatever happens.
     """
     import keras
 
@@ -73,6 +75,8 @@ def run_trial(
         test = model.evaluate(
             splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
         )
+        if keep is not None:
+            keep(model)
     finally:
         keras.backend.clear_session()
     if not (math.isfinite(test["loss"]) and math.isfinite(test["accuracy"])):

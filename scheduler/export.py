@@ -1,0 +1,107 @@
+"""``export``: the best trial of a study as a ``.keras`` file, retrained from its record.
+
+Workers keep no weights: a trial is fully determined by its parameters, the
+study's stored dataset and split, and its seed (a pure function of the study
+seed and the trial number), so ``export`` trains it once more in this process
+and checks the result against what the worker recorded. Nothing here forks,
+so building TensorFlow state in this process is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from seqsweep.dataset import split_dataset
+from seqsweep.db import ResultStore
+from seqsweep.errors import UsageError
+from seqsweep.settings import StudySettings
+
+#: How far the retrained model's test accuracy may drift from the recorded one.
+#: Same seed, data and order give the same weights on one machine; another
+#: machine's CPU kernels or thread count may round differently.
+TOLERANCE = 0.02
+
+
+def export_best(
+    store: ResultStore, study_name: str, out: Path, trial: int | None = None
+) -> dict[str, Any]:
+    """Retrain trial ``trial`` (default: the best) of ``study_name`` and save it to ``out``.
+
+    The file appears only once training succeeded: it is written beside
+    ``out`` and renamed into place.
+    """
+    if out.suffix != ".keras":
+        raise UsageError(
+            f"--out {out}: Keras saves models as .keras files; use e.g. --out best.keras"
+        )
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    study = store.require_study(study_name)
+    if trial is None:
+        top = store.top_trials(study.id, 1)
+        if not top:
+            raise UsageError(
+                f"study {study.name} has no succeeded trial yet; wait for one "
+                f"(python -m scheduler status {study.name}) before exporting"
+            )
+        record = top[0]
+    else:
+        found = store.get_trials(study.id, [trial])
+        if not found or found[0].status != "succeeded":
+            state = found[0].status if found else "not in the study"
+            raise UsageError(
+                f"--trial {trial}: only a succeeded trial can be exported, this one is {state}; "
+                f"see python -m scheduler report --study {study.name}"
+            )
+        record = found[0]
+
+    from worker.training import run_trial, trial_seed  # imports Keras lazily
+
+    settings = StudySettings.from_dict(study.settings)
+    data = store.load_dataset(study.dataset_hash)
+    splits = split_dataset(data, study.seed, settings.val_fraction, settings.test_fraction)
+    partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.keras")
+    try:
+        result = run_trial(
+            record.params,
+            splits,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=trial_seed(study.seed, record.number),
+            keep=lambda model: model.save(partial),
+        )
+        partial.replace(out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    recorded = record.test_accuracy
+    drift = None if recorded is None else abs(result.test_accuracy - recorded)
+    return {
+        "study": study.name,
+        "trial": record.number,
+        "params": record.params,
+        "out": str(out),
+        "recorded_test_accuracy": recorded,
+        "exported_test_accuracy": result.test_accuracy,
+        "difference": drift,
+        "tolerance": TOLERANCE,
+        "within_tolerance": drift is not None and drift <= TOLERANCE,
+    }
+
+
+def format_export(result: dict[str, Any]) -> str:
+    verdict = (
+        f"within the tolerance of {result['tolerance']}"
+        if result["within_tolerance"]
+        else f"WARNING: beyond the tolerance of {result['tolerance']}; the trial may not be "
+        "reproducible on this machine (different CPU kernels or backend)"
+    )
+    return (
+        f"wrote {result['out']}: study {result['study']} trial {result['trial']}, "
+        f"test_accuracy {result['exported_test_accuracy']:.4f} "
+        f"(recorded {result['recorded_test_accuracy']:.4f}, {verdict}); "
+        f"load it with keras.models.load_model({result['out']!r})"
+    )
