@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scheduler.export import export_best, format_export
 from scheduler.launch import LaunchOptions, launch, start_study
 from scheduler.progress import Progress
 from scheduler.recovery import recover
@@ -121,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     can.add_argument("name", metavar="STUDY")
     can.add_argument("--format", choices=("table", "json"), default="table")
 
+    exp = commands.add_parser(
+        "export",
+        parents=[db, study],
+        help="retrain the best trial from its record and save it as a .keras file",
+    )
+    exp.add_argument("--out", type=Path, required=True, help="where to write, e.g. best.keras")
+    exp.add_argument("--trial", type=non_negative_int, help="this trial instead of the best")
+    exp.add_argument("--format", choices=("table", "json"), default="table")
+
     rec = commands.add_parser(
         "recover",
         parents=[db, broker],
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
         "status": _status,
         "cancel": _cancel,
+        "export": _export,
         "recover": _recover,
         "migrate": _migrate,
     }[args.command]
@@ -184,7 +195,8 @@ def _launch(args: argparse.Namespace) -> int:
         print(
             f"detached: study {started.study.name} has {len(started.queued)} queued trials; "
             f"run workers with `python -m worker`, follow with "
-            f"`python -m scheduler report --study {started.study.name}`"
+            f"`python -m scheduler status {started.study.name}`, "
+            f"then `python -m scheduler report --study {started.study.name}`"
         )
         return 0
     report = launch(options, say=say, progress=Progress(stream, say))
@@ -218,6 +230,13 @@ def _status(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     result = cancel_study(ResultStore(resolve_db_url(args.db)), args.name)
     print(json.dumps(result, indent=2) if args.format == "json" else format_cancel(result))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = ResultStore(resolve_db_url(args.db))
+    result = export_best(store, args.study, args.out, args.trial)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_export(result))
     return 0
 
 
