@@ -29,6 +29,8 @@ from seqsweep.urls import mask_url
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: How often the wait loop looks for trials whose worker or message was lost.
 RECOVER_EVERY_S = 5.0
+#: How often launch restarts local workers that exited before the study ended.
+LOCAL_WORKER_RESTARTS = 3
 #: How long the wait loop rides out an unreachable results DB or broker.
 OUTAGE_LIMIT_S = 300.0
 
@@ -152,6 +154,7 @@ def _wait(
 ) -> None:
     store, study = started.store, started.study
     last_recovery = float("-inf")
+    restarts = 0
     watch = OrphanWatch()
     outage_since: float | None = None
     while True:
@@ -180,9 +183,19 @@ def _wait(
         view.update(counts, best)
         if counts.finished >= counts.total:
             return
-        if workers is not None and workers.exit_code() is not None:
-            raise SeqsweepError(
-                f"local workers exited with code {workers.exit_code()} before the study "
-                f"finished; see {workers.log_path}, then run the same launch to resume"
+        code = None if workers is None else workers.exit_code()
+        if workers is not None and code is not None:
+            # Celery's worker can die on a broker restart (kombu acks on a
+            # channel it just closed: celery/kombu#582, #970); start another.
+            if restarts >= LOCAL_WORKER_RESTARTS:
+                raise SeqsweepError(
+                    f"local workers exited with code {code} {restarts + 1} times before the "
+                    f"study finished; see {workers.log_path}, then run the same launch to resume"
+                )
+            restarts += 1
+            view.note(
+                f"local workers exited with code {code}; restarting them "
+                f"({restarts} of {LOCAL_WORKER_RESTARTS}); see {workers.log_path}"
             )
+            workers.restart()
         time.sleep(poll_s)

@@ -38,20 +38,35 @@ class LocalWorkers:
 
     def __init__(self, count: int, db_url: str, broker_url: str, log_path: Path) -> None:
         self.log_path = log_path
-        env = dict(os.environ)
+        self._env = dict(os.environ)
         # URLs travel in the environment: argv is visible to every user via `ps`.
-        env[DB_ENV] = db_url
-        env[BROKER_ENV] = broker_url
+        self._env[DB_ENV] = db_url
+        self._env[BROKER_ENV] = broker_url
+        self._count = count
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--concurrency", str(count), "--loglevel", "INFO"],
-            env=env,
+        self._proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        args = ["--concurrency", str(self._count), "--loglevel", "INFO"]
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_stop_with_parent,
         )
+
+    def restart(self) -> None:
+        """Start a new node after this one exited; kill pool processes it left behind.
+
+        Their trials' leases then expire and recovery requeues them, counting
+        the lost run as an attempt.
+        """
+        self._signal(signal.SIGKILL)
+        self._proc.wait()
+        self._proc = self._start()
 
     def exit_code(self) -> int | None:
         """Return the node's exit code if it has exited, else None."""

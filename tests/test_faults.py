@@ -289,6 +289,39 @@ def test_two_launches_of_one_study_at_once(home: Path, embedded: dict[str, str])
     assert _messages_sent(home / "b.db") == 8
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_launch_restarts_its_local_workers_when_they_die(
+    home: Path, embedded: dict[str, str]
+) -> None:
+    """Celery's worker can crash on a broker hiccup; launch starts another and finishes."""
+    scheduler = launch(
+        home, "launch", "--trials", "8", "--local-workers", "1", *TINY, *_urls(embedded)
+    )
+    try:
+        wait_until(lambda: _succeeded(embedded["db"]) >= 1, 180, "a first succeeded trial")
+        nodes = _children(scheduler.pid)
+        assert len(nodes) == 1, nodes
+        os.kill(nodes[0], signal.SIGKILL)  # the node's parent process, as a crash would end it
+        code = scheduler.wait(300)
+    finally:
+        scheduler.stop()
+    assert code == 0, scheduler.output()[-3000:]
+    assert "local workers exited with code -9; restarting them (1 of 3)" in scheduler.output()
+    _assert_each_trial_counted_once(embedded["db"], 8)
+
+
 def test_trial_longer_than_the_visibility_timeout_runs_once(
     home: Path, embedded: dict[str, str], redis_url: str
 ) -> None:

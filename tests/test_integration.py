@@ -65,7 +65,14 @@ def _check_study(db_url: str, report: dict, n: int) -> None:
     assert epochs == [(n,)]  # one epoch per trial, no duplicates
 
     assert report["study"] == "e2e"
-    assert report["counts"] == {"total": n, "succeeded": n, "failed": 0, "running": 0, "queued": 0}
+    assert report["counts"] == {
+        "total": n,
+        "succeeded": n,
+        "failed": 0,
+        "running": 0,
+        "queued": 0,
+        "cancelled": 0,
+    }
     best_in_db = _rows(
         db_url,
         "SELECT number FROM trials ORDER BY val_accuracy DESC, val_loss ASC, number ASC LIMIT 1",
