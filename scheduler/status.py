@@ -22,7 +22,7 @@ def studies_status(store: ResultStore) -> list[dict[str, Any]]:
 def study_status(store: ResultStore, name: str, failures: int = 5) -> dict[str, Any]:
     """One study in detail: its summary, counts per worker, and its latest failures."""
     study = store.require_study(name)
-    summary = next(s for s in store.study_summaries() if s.name == study.name)
+    (summary,) = store.study_summaries(study.id)
     return {
         **_summary(summary),
         "max_attempts": study.max_attempts,

@@ -248,6 +248,15 @@ class TrialLifecycle:
                 else:
                     values = {"status": "queued", "error": reason, "enqueued_at": None}
                     target = requeued
+                if target is requeued:
+                    # A cancel committed since the status was read wins; the
+                    # next pass cancels this trial instead.
+                    still_lost = (
+                        still_lost
+                        & select(studies.c.id)
+                        .where(studies.c.id == study_id, studies.c.status != "cancelled")
+                        .exists()
+                    )
                 values.update(lease_expires_at=None, worker=None)
                 if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
                     target.append(row.number)

@@ -7,9 +7,9 @@ thousands of trials and never holds a lock that workers wait on.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
@@ -24,20 +24,22 @@ class StudyOverview:
 
         def session(self) -> AbstractContextManager[Connection]: ...
 
-    def study_summaries(self) -> list[StudySummary]:
-        """Every study, oldest first, with its counts per state and its best trial."""
+    def study_summaries(self, study_id: int | None = None) -> list[StudySummary]:
+        """Every study (or only ``study_id``), oldest first, with counts per state and best."""
+        only_study = true() if study_id is None else studies.c.id == study_id
+        only_trials = true() if study_id is None else trials.c.study_id == study_id
         with self.session() as conn:
             names = conn.execute(
-                select(
-                    studies.c.id, studies.c.name, studies.c.created_at, studies.c.status
-                ).order_by(studies.c.id)
+                select(studies.c.id, studies.c.name, studies.c.created_at, studies.c.status)
+                .where(only_study)
+                .order_by(studies.c.id)
             ).all()
             per_state = conn.execute(
-                select(trials.c.study_id, trials.c.status, func.count()).group_by(
-                    trials.c.study_id, trials.c.status
-                )
+                select(trials.c.study_id, trials.c.status, func.count())
+                .where(only_trials)
+                .group_by(trials.c.study_id, trials.c.status)
             ).all()
-            best = _best_per_study(conn)
+            best = _best_per_study(conn, only_trials)
         counts: dict[int, dict[str, int]] = {}
         for study_id, status, n in per_state:
             counts.setdefault(study_id, {})[status] = int(n)
@@ -93,7 +95,7 @@ class StudyOverview:
         return [trial_record(r) for r in rows]
 
 
-def _best_per_study(conn: Connection) -> dict[int, tuple[int, float]]:
+def _best_per_study(conn: Connection, where: Any) -> dict[int, tuple[int, float]]:
     """study id -> (number, val_accuracy) of its best succeeded trial (ties: lower val_loss)."""
     ranked = (
         select(
@@ -111,7 +113,7 @@ def _best_per_study(conn: Connection) -> dict[int, tuple[int, float]]:
             )
             .label("rank"),
         )
-        .where(and_(trials.c.status == "succeeded", trials.c.val_accuracy.is_not(None)))
+        .where(and_(where, trials.c.status == "succeeded", trials.c.val_accuracy.is_not(None)))
         .subquery()
     )
     rows = conn.execute(
