@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,24 +220,20 @@ def _report(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
     if args.name is None:
-        rows = studies_status(store)
-        print(json.dumps(rows, indent=2) if args.format == "json" else format_studies(rows))
+        _emit(studies_status(store), args.format, format_studies)
     else:
-        detail = study_status(store, args.name)
-        print(json.dumps(detail, indent=2) if args.format == "json" else format_study(detail))
+        _emit(study_status(store, args.name), args.format, format_study)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    result = cancel_study(ResultStore(resolve_db_url(args.db)), args.name)
-    print(json.dumps(result, indent=2) if args.format == "json" else format_cancel(result))
+    _emit(cancel_study(ResultStore(resolve_db_url(args.db)), args.name), args.format, format_cancel)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
-    result = export_best(store, args.study, args.out, args.trial)
-    print(json.dumps(result, indent=2) if args.format == "json" else format_export(result))
+    _emit(export_best(store, args.study, args.out, args.trial), args.format, format_export)
     return 0
 
 
@@ -257,6 +254,11 @@ def _migrate(args: argparse.Namespace) -> int:
     applied = ResultStore(url, migrate=False).migrate()
     print(f"{mask_url(url)}: {'upgraded to' if applied else 'already at'} the newest schema")
     return 0
+
+
+def _emit(result: Any, fmt: str, render: Callable[[Any], str]) -> None:
+    """Print a command's result: as JSON with ``--format json``, else rendered as text."""
+    print(json.dumps(result, indent=2) if fmt == "json" else render(result))
 
 
 def _print_report(report: dict[str, Any], fmt: str) -> None:

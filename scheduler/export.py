@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seqsweep.dataset import split_dataset
 from seqsweep.db import ResultStore
 from seqsweep.errors import UsageError
 from seqsweep.settings import StudySettings
@@ -58,19 +57,18 @@ def export_best(
             )
         record = found[0]
 
-    from worker.training import run_trial, trial_seed  # imports Keras lazily
+    from worker.training import run_study_trial, study_splits  # imports Keras lazily
 
     settings = StudySettings.from_dict(study.settings)
-    data = store.load_dataset(study.dataset_hash)
-    splits = split_dataset(data, study.seed, settings.val_fraction, settings.test_fraction)
+    splits = study_splits(store.load_dataset(study.dataset_hash), study.seed, settings)
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.keras")
     try:
-        result = run_trial(
+        result = run_study_trial(
             record.params,
             splits,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            seed=trial_seed(study.seed, record.number),
+            settings,
+            study_seed=study.seed,
+            number=record.number,
             keep=lambda model: model.save(partial),
         )
         partial.replace(out)

@@ -183,8 +183,7 @@ def _wait(
         view.update(counts, best)
         if counts.finished >= counts.total:
             return
-        code = None if workers is None else workers.exit_code()
-        if workers is not None and code is not None:
+        if workers is not None and (code := workers.exit_code()) is not None:
             # Celery's worker can die on a broker restart (kombu acks on a
             # channel it just closed: celery/kombu#582, #970); start another.
             if restarts >= LOCAL_WORKER_RESTARTS:

@@ -71,14 +71,15 @@ class Progress:
 
     def _draw(self, counts: Counts, summary: str) -> None:
         if self._bar is None:
+            columns = _columns(self._stream)
             self._bar = tqdm(
                 total=counts.total,
                 initial=counts.finished,
                 file=self._stream,
                 unit="trial",
                 # Follow the terminal's width; one that reports none (0) gets 100.
-                dynamic_ncols=_columns(self._stream) > 0,
-                ncols=None if _columns(self._stream) > 0 else 100,
+                dynamic_ncols=columns > 0,
+                ncols=None if columns > 0 else 100,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
             )
         self._bar.total = counts.total

@@ -65,11 +65,9 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         for i, t in enumerate(top)
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("")
     lines.append(f"top {len(top)} by val_accuracy (ties: lower val_loss):")
-    for row in [header, *rows]:
-        lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    lines.append(format_table(header, rows, align_right=True))
     best = report["best"]
     lines.append("")
     lines.append(
@@ -102,6 +100,18 @@ def format_csv(report: dict[str, Any]) -> str:
             ]
         )
     return out.getvalue()
+
+
+def format_table(
+    header: list[str], rows: list[list[str]], *, align_right: bool = False, indent: str = ""
+) -> str:
+    """Columns two spaces apart, each as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    pad = str.rjust if align_right else str.ljust
+    return "\n".join(
+        indent + "  ".join(pad(cell, w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def fmt_value(value: Any) -> str:

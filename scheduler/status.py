@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.report import fmt_value
+from scheduler.report import fmt_value, format_table
 from seqsweep.db import ResultStore, StudySummary
 
 _STATES = ("succeeded", "failed", "running", "queued", "cancelled")
@@ -56,7 +56,7 @@ def format_studies(rows: list[dict[str, Any]]) -> str:
     table = [
         [
             r["study"],
-            r["created_at"][:19].replace("T", " "),
+            _timestamp(r["created_at"]),
             r["status"],
             str(r["counts"]["total"]),
             *(str(r["counts"][s]) for s in _STATES),
@@ -65,14 +65,14 @@ def format_studies(rows: list[dict[str, Any]]) -> str:
         ]
         for r in rows
     ]
-    return _table(header, table)
+    return format_table(header, table)
 
 
 def format_study(detail: dict[str, Any]) -> str:
     c = detail["counts"]
     lines = [
         f"study {detail['study']} ({detail['status']}), created "
-        f"{detail['created_at'][:19].replace('T', ' ')} UTC",
+        f"{_timestamp(detail['created_at'])} UTC",
         f"trials: {c['total']} total, "
         + ", ".join(f"{c[s]} {s}" for s in _STATES)
         + f"; max attempts {detail['max_attempts']}",
@@ -86,7 +86,7 @@ def format_study(detail: dict[str, Any]) -> str:
         rows = [
             [w["worker"], str(w["succeeded"]), str(w["failed"]), str(w["running"])] for w in workers
         ]
-        lines.append(_table(["worker", "succeeded", "failed", "running"], rows, indent="  "))
+        lines.append(format_table(["worker", "succeeded", "failed", "running"], rows, indent="  "))
     else:
         lines.append("no worker has taken a trial yet")
     failures = detail["last_failures"]
@@ -119,9 +119,6 @@ def _summary(s: StudySummary) -> dict[str, Any]:
     }
 
 
-def _table(header: list[str], rows: list[list[str]], indent: str = "") -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+def _timestamp(iso: str) -> str:
+    """``2026-11-28T16:21:16.84+00:00`` -> ``2026-11-28 16:21:16`` (UTC, as stored)."""
+    return iso[:19].replace("T", " ")

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from seqsweep.dataset import Splits, split_dataset
+from seqsweep.dataset import Splits
 from seqsweep.db import ClaimedTrial, ResultStore
 from seqsweep.errors import ConnectionFailedError, TrialError
 from seqsweep.settings import TASK_NAME, StudySettings, lease_seconds
 from seqsweep.urls import resolve_db_url
 from worker.celery_app import app
 from worker.lease import Lease
-from worker.training import current_device, run_trial, trial_seed
+from worker.training import current_device, run_study_trial, study_splits
 
 T = TypeVar("T")
 #: A finished trial's result is worth waiting for: retry its write this long.
@@ -98,12 +98,12 @@ def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
     with Lease(store, claimed, lease_seconds()) as lease:
         try:
             splits = _splits(store, claimed, settings)
-            result = run_trial(
+            result = run_study_trial(
                 claimed.params,
                 splits,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                seed=trial_seed(claimed.seed, claimed.number),
+                settings,
+                study_seed=claimed.seed,
+                number=claimed.number,
                 should_stop=lambda: lease.lost,
             )
         except SoftTimeLimitExceeded:
@@ -148,7 +148,7 @@ def _splits(store: ResultStore, claimed: ClaimedTrial, settings: StudySettings) 
         _SPLITS.move_to_end(key)
         return _SPLITS[key]
     data = store.load_dataset(claimed.dataset_hash)
-    splits = split_dataset(data, claimed.seed, settings.val_fraction, settings.test_fraction)
+    splits = study_splits(data, claimed.seed, settings)
     _SPLITS[key] = splits
     while len(_SPLITS) > _SPLITS_KEPT:
         _SPLITS.popitem(last=False)

@@ -13,14 +13,46 @@ from typing import Any
 
 import numpy as np
 
-from seqsweep.dataset import Splits
+from seqsweep.dataset import Dataset, Splits, split_dataset
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.settings import StudySettings
 
 
 def trial_seed(study_seed: int, number: int) -> int:
     """Seed for weights, dropout masks and shuffling of one trial; fits Keras' 32-bit range."""
     return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
+
+
+def study_splits(data: Dataset, study_seed: int, settings: StudySettings) -> Splits:
+    """The train/validation/test split that every trial of a study uses."""
+    return split_dataset(data, study_seed, settings.val_fraction, settings.test_fraction)
+
+
+def run_study_trial(
+    params: dict[str, Any],
+    splits: Splits,
+    settings: StudySettings,
+    *,
+    study_seed: int,
+    number: int,
+    should_stop: Callable[[], bool] | None = None,
+    keep: Callable[[Any], None] | None = None,
+) -> TrialResult:
+    """Run trial ``number`` as its study fixes it: epochs, batch size and seed.
+
+    Workers and ``export`` both call this, so a retrained trial is the one the
+    worker ran.
+    """
+    return run_trial(
+        params,
+        splits,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        seed=trial_seed(study_seed, number),
+        should_stop=should_stop,
+        keep=keep,
+    )
 
 
 def run_trial(

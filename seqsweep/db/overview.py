@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
-from seqsweep.db.schema import TRIAL_STATUSES, studies, trials
+from seqsweep.db.schema import studies, trials
 from seqsweep.db.sql import aware, trial_record
 
 
@@ -45,17 +45,13 @@ class StudyOverview:
             counts.setdefault(study_id, {})[status] = int(n)
         summaries = []
         for row in names:
-            by_state = counts.get(row.id, {})
             number, accuracy = best.get(row.id, (None, None))
             summaries.append(
                 StudySummary(
                     name=row.name,
                     created_at=aware(row.created_at),
                     status=row.status,
-                    counts=Counts(
-                        total=sum(by_state.values()),
-                        **{s: by_state.get(s, 0) for s in TRIAL_STATUSES},
-                    ),
+                    counts=Counts.from_states(counts.get(row.id, {})),
                     best_number=number,
                     best_val_accuracy=accuracy,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -105,6 +106,18 @@ class Counts:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+
+    @classmethod
+    def from_states(cls, by_state: Mapping[str, int]) -> Counts:
+        """Counts from ``{status: number of trials}``; a missing status counts 0."""
+        return cls(
+            total=sum(by_state.values()),
+            queued=by_state.get("queued", 0),
+            running=by_state.get("running", 0),
+            succeeded=by_state.get("succeeded", 0),
+            failed=by_state.get("failed", 0),
+            cancelled=by_state.get("cancelled", 0),
+        )
 
     @property
     def finished(self) -> int:

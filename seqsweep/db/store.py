@@ -24,7 +24,7 @@ from seqsweep.db.lifecycle import TrialLifecycle
 from seqsweep.db.migrate import upgrade
 from seqsweep.db.overview import StudyOverview
 from seqsweep.db.records import Counts, EpochRecord, StudyRecord, TrialRecord
-from seqsweep.db.schema import TRIAL_STATUSES, datasets, studies, trial_epochs, trials
+from seqsweep.db.schema import datasets, studies, trial_epochs, trials
 from seqsweep.db.sql import insert_for, study_record, trial_record, utcnow
 from seqsweep.errors import (
     ConnectionFailedError,
@@ -284,11 +284,7 @@ class ResultStore(TrialLifecycle, StudyOverview):
                 .where(trials.c.study_id == study_id)
                 .group_by(trials.c.status)
             ).all()
-        by_status = {status: int(n) for status, n in rows}
-        return Counts(
-            total=sum(by_status.values()),
-            **{s: by_status.get(s, 0) for s in TRIAL_STATUSES},
-        )
+        return Counts.from_states({status: int(n) for status, n in rows})
 
     def top_trials(self, study_id: int, k: int) -> list[TrialRecord]:
         """Return the best ``k`` succeeded trials: highest val_accuracy, then lowest val_loss."""
