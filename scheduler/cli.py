@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.export import export_best, format_export
+from scheduler.html_report import write_html_report
 from scheduler.launch import LaunchOptions, launch, start_study
 from scheduler.progress import Progress
 from scheduler.recovery import recover
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", parents=[db, study], help="print the best trials")
     rep.add_argument("--top", type=positive_int, default=10, help="rows in the table")
     rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    rep.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write one self-contained HTML page with plots (works offline)",
+    )
 
     stat = commands.add_parser(
         "status", parents=[db], help="list the studies, or show one in detail"
@@ -213,7 +220,12 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
-    _print_report(study_report(store, args.study, args.top), args.format)
+    report = study_report(store, args.study, args.top)
+    if args.html is not None:
+        written = write_html_report(store, report, args.html)
+        # stdout stays pure JSON or CSV with those formats.
+        print(f"HTML report: {written}", file=sys.stderr if args.format != "table" else sys.stdout)
+    _print_report(report, args.format)
     return 0
 
 

@@ -1,4 +1,8 @@
-"""The reporter: the best trial and a top-k table, as text, CSV or one JSON object."""
+"""The reporter: the best trial, a top-k table and hyperparameter importance.
+
+Rendered as text, CSV or one JSON object; :mod:`scheduler.html_report` draws the same
+report as one HTML page.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import io
 import math
 from typing import Any
 
+from scheduler.importance import format_importance, hyperparameter_importance
 from seqsweep.db import ResultStore, TrialRecord
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
@@ -20,6 +25,7 @@ def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> dict[s
     study = store.require_study(study_name)
     counts = store.counts(study.id)
     top = [trial_summary(t) for t in store.top_trials(study.id, top_k)]
+    importance = hyperparameter_importance(store.get_trials(study.id))
     return {
         "study": study.name,
         "status": study.status,
@@ -27,6 +33,7 @@ def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> dict[s
         "counts": counts.as_dict(),
         "best": top[0] if top else None,
         "top": top,
+        "importance": None if importance is None else importance.as_dict(),
     }
 
 
@@ -68,6 +75,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"top {len(top)} by val_accuracy (ties: lower val_loss):")
     lines.append(format_table(header, rows, align_right=True))
+    lines.append("")
+    lines.append(format_importance(report["importance"]))
     best = report["best"]
     lines.append("")
     lines.append(

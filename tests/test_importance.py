@@ -1,0 +1,78 @@
+"""Hyperparameter importance: the surrogate finds the parameter that drives val accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scheduler.importance import MIN_TRIALS, format_importance, hyperparameter_importance
+from seqsweep.db import TrialRecord
+
+
+def _trials(n: int, score, *, seed: int = 0, status: str = "succeeded") -> list[TrialRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        params = {
+            "dense_units": int(rng.choice([32, 64, 128, 256])),
+            "dropout_rate1": float(rng.uniform(0, 0.5)),
+            "dropout_rate2": float(rng.uniform(0, 0.5)),
+            "learning_rate": float(10 ** rng.uniform(-4, -2)),
+            "batch_size": 32,
+        }
+        acc = score(params) + float(rng.normal(0, 0.002))
+        out.append(
+            TrialRecord(
+                i, 1, i, params, status, 1, None, None, None, None, None, 1 - acc, acc,
+                None, None, None,
+            )
+        )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("driver", "score"),
+    [
+        ("learning_rate", lambda p: 0.9 + 0.05 * math.log10(p["learning_rate"])),
+        ("dense_units", lambda p: 0.6 + p["dense_units"] / 1000),
+        ("dropout_rate2", lambda p: 0.9 - 0.4 * p["dropout_rate2"]),
+    ],
+)
+def test_the_parameter_that_drives_accuracy_ranks_first(driver: str, score) -> None:
+    importance = hyperparameter_importance(_trials(60, score))
+    assert importance is not None
+    first = importance.params[0]
+    assert first.name == driver
+    assert first.share > 0.8, importance
+    assert importance.surrogate_r2 > 0.8
+    assert math.isclose(sum(p.share for p in importance.params), 1.0)
+    assert importance.constant == ("batch_size",)  # one value everywhere: nothing to rank
+    text = format_importance(importance.as_dict())
+    assert "random-forest surrogate" in text and text.splitlines()[1].split()[0] == driver
+
+
+def test_noise_only_is_flagged_as_noise() -> None:
+    rng = np.random.default_rng(3)
+    importance = hyperparameter_importance(_trials(40, lambda p: float(rng.uniform(0.5, 0.9))))
+    assert importance is not None and importance.surrogate_r2 < 0.1
+    assert "read this ranking as noise" in format_importance(importance.as_dict())
+
+
+def test_too_few_or_unfinished_trials_give_no_ranking() -> None:
+    assert hyperparameter_importance(_trials(MIN_TRIALS - 1, lambda p: 0.5)) is None
+    unfinished = _trials(30, lambda p: 0.5, status="failed")
+    assert hyperparameter_importance(unfinished) is None
+    assert "needs at least 8 succeeded trials" in format_importance(None)
+
+
+def test_text_choices_are_ranked_too() -> None:
+    trials = _trials(40, lambda p: 0.5)
+    # A text-valued parameter that decides accuracy on its own.
+    trials = [
+        TrialRecord(**{**t.__dict__, "params": {**t.params, "act": a}, "val_accuracy": v})
+        for t, (a, v) in zip(trials, [("relu", 0.9), ("tanh", 0.6)] * 20, strict=True)
+    ]
+    importance = hyperparameter_importance(trials)
+    assert importance is not None and importance.params[0].name == "act"
