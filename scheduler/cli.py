@@ -36,7 +36,7 @@ from seqsweep.cli_support import (
 )
 from seqsweep.db import ResultStore
 from seqsweep.errors import SeqsweepError
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PACK_SIZE, StudySettings
 from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url, resolve_broker_url, resolve_db_url
 
 
@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=3600.0,
         help="seconds before a trial is stopped and marked failed (default: 3600)",
+    )
+    run.add_argument(
+        "--pack-size",
+        type=positive_int,
+        default=DEFAULT_PACK_SIZE,
+        help="trials of one shape a worker trains together as one computation; "
+        f"1 turns packing off (default: {DEFAULT_PACK_SIZE})",
     )
     run.add_argument(
         "--local-workers",
@@ -177,6 +184,7 @@ def _launch(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         trial_timeout_s=args.trial_timeout,
+        pack_size=args.pack_size,
     )
     options = LaunchOptions(
         study=args.study,

@@ -57,20 +57,31 @@ def export_best(
             )
         record = found[0]
 
-    from worker.training import run_study_trial, study_splits  # imports Keras lazily
+    # Keras is imported lazily, and only here.
+    from worker.packing import run_member
+    from worker.training import run_study_trial, study_splits
 
     settings = StudySettings.from_dict(study.settings)
     splits = study_splits(store.load_dataset(study.dataset_hash), study.seed, settings)
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.keras")
+    keep = lambda model: model.save(partial)  # noqa: E731
     try:
-        result = run_study_trial(
-            record.params,
-            splits,
-            settings,
-            study_seed=study.seed,
-            number=record.number,
-            keep=lambda model: model.save(partial),
-        )
+        if settings.pack_size > 1:  # retrain the whole pack: same batches and dropout masks
+            numbers = record.pack or (record.number,)
+            params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
+            pack = {n: params[n] for n in numbers}
+            result = run_member(
+                record.number, pack, splits, settings, study_seed=study.seed, keep=keep
+            )
+        else:
+            result = run_study_trial(
+                record.params,
+                splits,
+                settings,
+                study_seed=study.seed,
+                number=record.number,
+                keep=keep,
+            )
         partial.replace(out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_TASKS_PER_CHILD = 50
 
 
+DEFAULT_PACK_SIZE = 32
+MAX_PACK_SIZE = 256
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """Settings of a study that are fixed for all its trials.
@@ -58,6 +62,8 @@ class StudySettings:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     trial_timeout_s: float = 3600.0
+    #: Trials of one shape a worker trains together as one computation; 1 turns packing off.
+    pack_size: int = DEFAULT_PACK_SIZE
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1, "use --epochs 10, as in the article")
@@ -70,6 +76,14 @@ class StudySettings:
                 raise UsageError(
                     f"setting {name}: must be in (0, 0.5), got {value!r}; use e.g. 0.2"
                 )
+        _check_int(
+            "pack_size", self.pack_size, 1, "use --pack-size 1 to turn packing off, or e.g. 32"
+        )
+        if self.pack_size > MAX_PACK_SIZE:
+            raise UsageError(
+                f"setting pack_size: must be at most {MAX_PACK_SIZE}, got {self.pack_size}; "
+                "larger packs gain nothing and hold many trials on one worker"
+            )
         timeout = self.trial_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise UsageError(f"setting trial_timeout_s: must be a number, got {timeout!r}")
@@ -87,7 +101,8 @@ class StudySettings:
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:
         """Rebuild settings stored by :meth:`to_dict`, ignoring keys a newer version added."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # Studies stored before packing existed go on training unpacked, as they began.
+        return cls(**{"pack_size": 1, **{k: v for k, v in data.items() if k in known}})
 
 
 def _check_int(name: str, value: object, minimum: int, fix: str) -> None:

@@ -63,6 +63,8 @@ CASES = [
     (["--space", "lowhigh.json"], "low must be <= high"),
     (["--space", "nope.yaml"], "space file nope.yaml: not found"),
     (["--epochs", "0"], "--epochs: must be >= 1"),
+    (["--pack-size", "0"], "--pack-size: must be >= 1"),
+    (["--pack-size", "1000"], "setting pack_size: must be at most 256, got 1000"),
     (["--val-fraction", "0.7"], "val_fraction: must be in (0, 0.5)"),
     (["--study", "has space"], "--study 'has space'"),
     (["--db", "mysql://x@h/db"], "backend 'mysql' is not supported"),

@@ -165,20 +165,24 @@ def test_kill9_a_worker_during_a_trial_then_all_workers(
         "a running trial",
     )
     first.kill9()
-    [(number, worker)] = rows(db, "SELECT number, worker FROM trials WHERE status = 'running'")
+    # One worker, one pack: every trial it held is lost with it.
+    lost = rows(db, "SELECT number, worker FROM trials WHERE status = 'running' ORDER BY number")
+    assert len({worker for _, worker in lost}) == 1
+    worker = lost[0][1]
     time.sleep(float(FAST_LEASE["SEQSWEEP_LEASE_S"]) + 1)
 
     recovered = run_cli("scheduler", "recover", *_urls(embedded), cwd=home)
     assert recovered.returncode == 0, recovered.stderr
-    assert f"requeued trials {number}" in recovered.stdout
+    assert f"requeued trials {', '.join(str(n) for n, _ in lost)}:" in recovered.stdout
     second = worker_node(home, "second", db, broker)
     try:
         wait_until(lambda: _succeeded(db) == 6, 180, "6 succeeded trials", every=1)
     finally:
         second.stop()
     trials = _assert_each_trial_counted_once(db, 6)
-    assert trials[number][2] == 2  # the lost run, then the one that counted
-    assert rows(db, f"SELECT worker FROM trials WHERE number = {number}") != [(worker,)]
+    for number, _ in lost:
+        assert trials[number][2] == 2  # the lost run, then the one that counted
+        assert rows(db, f"SELECT worker FROM trials WHERE number = {number}") != [(worker,)]
 
 
 def test_restart_redis_during_a_study(home: Path, embedded: dict[str, str]) -> None:

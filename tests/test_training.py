@@ -86,7 +86,8 @@ def test_payload_round_trip() -> None:
     assert TrialRef.parse(ref.to_payload()) == ref
 
 
-def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str) -> None:
+@pytest.mark.parametrize("pack_size", [1, 4])
+def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str, pack_size: int) -> None:
     """A failure is data, not a crash: it lands on the trial and the study goes on."""
     store = ResultStore(sqlite_url)
     space = SearchSpace(
@@ -99,7 +100,7 @@ def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str) -> None
         seed=0,
         fresh_seed=0,
         space=space.to_dict(),
-        settings={"epochs": 1, "batch_size": 16},
+        settings={"epochs": 1, "batch_size": 16, "pack_size": pack_size},
         data=_data(),
         trials=2,
         sample=lambda _seed, n: params[n],
@@ -107,7 +108,7 @@ def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str) -> None
     for number in (0, 1):
         claimed = store.claim(study.id, number, "test", lease_s=60)
         assert claimed is not None
-        _train_and_record(store, claimed)
+        _train_and_record(store, [claimed])
     first, second = store.get_trials(study.id)
     assert first.status == "failed" and first.error and "ValueError" in first.error
     assert second.status == "succeeded" and second.val_accuracy is not None

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 from celery.exceptions import SoftTimeLimitExceeded
 
 from seqsweep.dataset import Splits
-from seqsweep.db import ClaimedTrial, ResultStore
+from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
 from seqsweep.errors import ConnectionFailedError, TrialError
 from seqsweep.settings import TASK_NAME, StudySettings, lease_seconds
 from seqsweep.urls import resolve_db_url
 from worker.celery_app import app
 from worker.lease import Lease
+from worker.packing import pack_shape, run_pack
 from worker.training import current_device, run_study_trial, study_splits
 
 T = TypeVar("T")
@@ -89,46 +90,101 @@ def run_trial_task(self: Any, payload: Any) -> str:
     if claimed is None:
         log.info("study %s trial %d is not queued; nothing to do", ref.study, ref.number)
         return "skipped"
-    return _train_and_record(store, claimed)
-
-
-def _train_and_record(store: ResultStore, claimed: ClaimedTrial) -> str:
-    label = f"study {claimed.study_name} trial {claimed.number} (attempt {claimed.attempt})"
     settings = StudySettings.from_dict(claimed.settings)
-    with Lease(store, claimed, lease_seconds()) as lease:
+    return _train_and_record(store, [claimed, *_partners(store, claimed, settings)])
+
+
+def _train_and_record(store: ResultStore, claims: list[ClaimedTrial]) -> str:
+    outcomes = _train(store, claims, StudySettings.from_dict(claims[0].settings))
+    return _summary([_record(store, c, o) for c, o in zip(claims, outcomes, strict=True)])
+
+
+def _partners(
+    store: ResultStore, lead: ClaimedTrial, settings: StudySettings
+) -> list[ClaimedTrial]:
+    """Queued trials of the lead's shape that train in its pack; none with packing off."""
+    if settings.pack_size <= 1:
+        return []
+    shape = pack_shape(lead.params, settings)
+    try:
+        return store.claim_partners(
+            lead,
+            worker_id(),
+            lease_s=lease_seconds(),
+            limit=settings.pack_size - 1,
+            fits=lambda params: pack_shape(params, settings) == shape,
+        )
+    except ConnectionFailedError as exc:  # the lead alone can still train
+        log.warning("study %s: no pack partners this time: %s", lead.study_name, exc)
+        return []
+
+
+def _train(
+    store: ResultStore, claims: list[ClaimedTrial], settings: StudySettings
+) -> list[TrialResult | TrialError]:
+    """Train the claimed trials, one outcome each; any error fails them all."""
+    lead = claims[0]
+    with Lease(store, claims, lease_seconds()) as lease:
         try:
-            splits = _splits(store, claimed, settings)
+            splits = _splits(store, lead, settings)
+            if settings.pack_size > 1:  # a packed study trains even a lone trial as a pack
+                return run_pack(
+                    [c.params for c in claims],
+                    [c.number for c in claims],
+                    splits,
+                    settings,
+                    study_seed=lead.seed,
+                    should_stop=lambda: lease.lost,
+                )
             result = run_study_trial(
-                claimed.params,
+                lead.params,
                 splits,
                 settings,
-                study_seed=claimed.seed,
-                number=claimed.number,
+                study_seed=lead.seed,
+                number=lead.number,
                 should_stop=lambda: lease.lost,
             )
+            return [result]
         except SoftTimeLimitExceeded:
-            reason = f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
-        except TrialError as exc:
-            reason = str(exc)
-        except Exception as exc:  # any bug or backend error fails this trial, not the study
-            log.exception("%s failed", label)
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            if not _persist(lambda: store.finish_trial(claimed, result), label):
-                log.warning("%s finished, but its claim had lapsed; result dropped", label)
-                return "dropped"
-            log.info(
-                "%s succeeded: val_accuracy=%.4f in %.1f s",
-                label,
-                result.val_accuracy,
-                result.duration_s,
+            error = TrialError(
+                f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
             )
-            return "succeeded"
-        if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
-            log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
+        except TrialError as exc:
+            error = exc
+        except Exception as exc:  # any bug or backend error fails these trials, not the study
+            log.exception("study %s trials %s failed", lead.study_name, [c.number for c in claims])
+            error = TrialError(f"{type(exc).__name__}: {exc}")
+    return [error] * len(claims)
+
+
+def _record(store: ResultStore, claimed: ClaimedTrial, outcome: TrialResult | TrialError) -> str:
+    label = f"study {claimed.study_name} trial {claimed.number} (attempt {claimed.attempt})"
+    if isinstance(outcome, TrialResult):
+        if not _persist(lambda: store.finish_trial(claimed, outcome), label):
+            log.warning("%s finished, but its claim had lapsed; result dropped", label)
             return "dropped"
+        log.info(
+            "%s succeeded: val_accuracy=%.4f in %.1f s%s",
+            label,
+            outcome.val_accuracy,
+            outcome.duration_s,
+            f" (its share of a pack of {len(outcome.pack)})" if outcome.pack else "",
+        )
+        return "succeeded"
+    reason = str(outcome)
+    if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
+        log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
+        return "dropped"
     log.warning("%s failed: %s", label, reason)
     return "failed"
+
+
+def _summary(states: list[str]) -> str:
+    """The task's return value, for Celery's logs: the state, or counts for a pack."""
+    if len(states) == 1:
+        return states[0]
+    counts = {s: states.count(s) for s in ("succeeded", "failed", "dropped") if s in states}
+    return f"pack of {len(states)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def _persist(write: Callable[[], T], label: str) -> T:

@@ -80,7 +80,6 @@ class TrialLifecycle:
         ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
         """
         with self.session() as conn:
-            now = db_now(conn)
             claimed = conn.execute(
                 update(trials)
                 .where(
@@ -88,32 +87,49 @@ class TrialLifecycle:
                     trials.c.number == number,
                     trials.c.status == "queued",
                 )
-                .values(
-                    status="running",
-                    attempts=trials.c.attempts + 1,
-                    worker=worker,
-                    started_at=utcnow(),
-                    finished_at=None,
-                    error=None,
-                    heartbeat_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                )
-                .returning(trials.c.id, trials.c.params, trials.c.attempts)
+                .values(_claim_values(db_now(conn), worker, lease_s))
+                .returning(trials.c.id, trials.c.number, trials.c.params, trials.c.attempts)
             ).one_or_none()
             if claimed is None:
                 return None
             study = conn.execute(select(studies).where(studies.c.id == study_id)).one()
-        return ClaimedTrial(
-            trial_id=claimed.id,
-            study_id=study_id,
-            study_name=study.name,
-            number=number,
-            params=dict(claimed.params),
-            seed=int(study.seed),
-            settings=dict(study.settings),
-            dataset_hash=study.dataset_hash,
-            attempt=int(claimed.attempts),
-        )
+        return _claimed(study, claimed)
+
+    def claim_partners(
+        self,
+        lead: ClaimedTrial,
+        worker: str,
+        *,
+        lease_s: float,
+        limit: int,
+        fits: Callable[[dict[str, Any]], bool],
+    ) -> list[ClaimedTrial]:
+        """Claim up to ``limit`` more queued trials of ``lead``'s study whose params ``fits``.
+
+        Packed training uses this: a worker that holds ``lead`` takes trials that can
+        train in the same computation. One transaction, and the same conditional
+        UPDATE as :meth:`claim`, so a trial another worker claimed meanwhile is
+        simply not returned. Their own messages later find them taken and ack.
+        """
+        if limit <= 0:
+            return []
+        with self.session() as conn:
+            queued = conn.execute(
+                select(trials.c.id, trials.c.params)
+                .where(trials.c.study_id == lead.study_id, trials.c.status == "queued")
+                .order_by(trials.c.number)
+            ).all()
+            ids = [row.id for row in queued if fits(dict(row.params))][:limit]
+            if not ids:
+                return []
+            rows = conn.execute(
+                update(trials)
+                .where(trials.c.id.in_(ids), trials.c.status == "queued")
+                .values(_claim_values(db_now(conn), worker, lease_s))
+                .returning(trials.c.id, trials.c.number, trials.c.params, trials.c.attempts)
+            ).all()
+            study = conn.execute(select(studies).where(studies.c.id == lead.study_id)).one()
+        return sorted((_claimed(study, row) for row in rows), key=lambda c: c.number)
 
     def heartbeat(self, claimed: ClaimedTrial, *, lease_s: float) -> bool:
         """Renew the lease of a claimed trial; False if this claim has lost it."""
@@ -146,6 +162,7 @@ class TrialLifecycle:
                     test_accuracy=result.test_accuracy,
                     error=None,
                     lease_expires_at=None,
+                    pack=None if result.pack is None else list(result.pack),
                 )
             ).rowcount
             if done != 1:
@@ -331,4 +348,33 @@ def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
         (trials.c.id == claimed.trial_id)
         & (trials.c.status == "running")
         & (trials.c.attempts == claimed.attempt)
+    )
+
+
+def _claim_values(now: Any, worker: str, lease_s: float) -> dict[str, Any]:
+    """The columns a claim sets: running, one more attempt, a fresh lease."""
+    return {
+        "status": "running",
+        "attempts": trials.c.attempts + 1,
+        "worker": worker,
+        "started_at": utcnow(),
+        "finished_at": None,
+        "error": None,
+        "pack": None,
+        "heartbeat_at": now,
+        "lease_expires_at": now + timedelta(seconds=lease_s),
+    }
+
+
+def _claimed(study: Any, row: Any) -> ClaimedTrial:
+    return ClaimedTrial(
+        trial_id=row.id,
+        study_id=study.id,
+        study_name=study.name,
+        number=int(row.number),
+        params=dict(row.params),
+        seed=int(study.seed),
+        settings=dict(study.settings),
+        dataset_hash=study.dataset_hash,
+        attempt=int(row.attempts),
     )

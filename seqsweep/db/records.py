@@ -42,6 +42,7 @@ class TrialRecord:
     enqueued_at: datetime | None = None
     heartbeat_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    pack: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class TrialResult:
     duration_s: float
     device: str
     epochs: tuple[EpochRecord, ...] = field(default=())
+    pack: tuple[int, ...] | None = None  # the trial numbers trained together, in pack order
 
 
 @dataclass(frozen=True)

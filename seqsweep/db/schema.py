@@ -92,6 +92,9 @@ trials = Table(
     # worker is gone (kill -9, OOM, lost machine) and the trial is requeued.
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("lease_expires_at", DateTime(timezone=True)),
+    # Trial numbers trained together with this one as one packed computation, in
+    # pack order; NULL when it trained alone. export retrains the same pack.
+    Column("pack", JsonType),
     UniqueConstraint("study_id", "number"),
     Index(None, "study_id", "status"),
 )

@@ -77,4 +77,5 @@ def trial_record(row: Row[Any]) -> TrialRecord:
         enqueued_at=maybe_aware(row.enqueued_at),
         heartbeat_at=maybe_aware(row.heartbeat_at),
         lease_expires_at=maybe_aware(row.lease_expires_at),
+        pack=None if row.pack is None else tuple(int(n) for n in row.pack),
     )

@@ -1,0 +1,173 @@
+"""Packed training of several trials of one study as one computation (``models.packed``).
+
+Trials can share a pack when they share its shape: ``dense_units``, epochs and batch
+size. Each member still gets its own result or its own failure; one member that
+diverges fails alone, because members share no weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from seqsweep.dataset import Splits
+from seqsweep.db.records import EpochRecord, TrialResult
+from seqsweep.errors import TrialError
+from seqsweep.settings import StudySettings
+from worker.training import STEPS_PER_EXECUTION, current_device, stop_callbacks, trial_seed
+
+
+def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[int, int, int]:
+    """What trials of one pack must share: (dense_units, epochs, batch_size)."""
+    return (
+        int(params["dense_units"]),
+        int(params.get("epochs", settings.epochs)),
+        int(params.get("batch_size", settings.batch_size)),
+    )
+
+
+def order_seed(study_seed: int) -> int:
+    """Seed of the batch order: the study's, so a trial meets the same batches in any pack."""
+    return int(np.random.SeedSequence([study_seed, 2**32]).generate_state(1)[0])
+
+
+def run_pack(
+    params: Sequence[dict[str, Any]],
+    numbers: Sequence[int],
+    splits: Splits,
+    settings: StudySettings,
+    *,
+    study_seed: int,
+    should_stop: Callable[[], bool] | None = None,
+    keep: Callable[[Any], None] | None = None,
+) -> list[TrialResult | TrialError]:
+    """Train trials ``numbers`` (with ``params``) of one shape together; one outcome each.
+
+    ``keep`` gets the trained pack (``export`` extracts a member from it).
+    """
+    import keras
+
+    from models.packed import build_packed
+
+    dense_units, epochs, batch_size = pack_shape(params[0], settings)
+    if any(pack_shape(p, settings) != (dense_units, epochs, batch_size) for p in params):
+        raise ValueError("every member of a pack must share dense_units, epochs and batch_size")
+    started = time.perf_counter()
+    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
+    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
+    y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
+    try:
+        model = build_packed(
+            splits.x_train.shape[1],
+            splits.n_classes,
+            dense_units=dense_units,
+            members=[
+                {k: float(p[k]) for k in ("dropout_rate1", "dropout_rate2", "learning_rate")}
+                for p in params
+            ],
+            seeds=[trial_seed(study_seed, n) for n in numbers],
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
+        keras.utils.set_random_seed(order_seed(study_seed))
+        history = model.fit(
+            splits.x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=(splits.x_val, y_val),
+            callbacks=stop_callbacks(keras, should_stop),
+            verbose=0,
+        ).history
+        if should_stop is not None and should_stop():
+            raise TrialError("training stopped: this worker no longer holds the trials' leases")
+        test = model.evaluate(
+            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
+        )
+        if keep is not None:
+            keep(model)
+    finally:
+        keras.backend.clear_session()
+    share = (time.perf_counter() - started) / len(numbers)
+    device = current_device()
+    pack = tuple(numbers) if len(numbers) > 1 else None
+    return [_member_outcome(k, history, test, share, device, pack) for k in range(len(numbers))]
+
+
+def _member_outcome(
+    k: int,
+    history: dict[str, list[float]],
+    test: dict[str, float],
+    duration_s: float,
+    device: str,
+    pack: tuple[int, ...] | None,
+) -> TrialResult | TrialError:
+    def series(key: str) -> list[float]:
+        return [float(v) for v in history[key]]
+
+    loss, acc = series(f"m{k}_loss"), series(f"m{k}_accuracy")
+    val_loss, val_acc = series(f"val_m{k}_loss"), series(f"val_m{k}_accuracy")
+    for name, values in (("loss", loss), ("val_loss", val_loss)):
+        for epoch, value in enumerate(values, start=1):
+            if not math.isfinite(value):
+                return TrialError(
+                    f"{name} became {value} at epoch {epoch}; training diverged, "
+                    "try a lower learning_rate"
+                )
+    test_loss, test_acc = float(test[f"m{k}_loss"]), float(test[f"m{k}_accuracy"])
+    if not math.isfinite(test_loss):
+        return TrialError(
+            f"test loss is {test_loss}; the trained model is numerically unstable, "
+            "try a lower learning_rate"
+        )
+    epochs = tuple(
+        EpochRecord(i + 1, loss[i], acc[i], val_loss[i], val_acc[i]) for i in range(len(loss))
+    )
+    return TrialResult(
+        val_loss=val_loss[-1],
+        val_accuracy=val_acc[-1],
+        test_loss=test_loss,
+        test_accuracy=test_acc,
+        duration_s=duration_s,
+        device=device,
+        epochs=epochs,
+        pack=pack,
+    )
+
+
+def run_member(
+    number: int,
+    pack: dict[int, dict[str, Any]],
+    splits: Splits,
+    settings: StudySettings,
+    *,
+    study_seed: int,
+    keep: Callable[[Any], None] | None = None,
+) -> TrialResult:
+    """Retrain trial ``number`` within the pack it trained in (``pack``: number -> params,
+    in pack order), so it gets the same batches, masks and weights; ``keep`` gets it as a
+    standalone article model. ``export`` uses this.
+    """
+    from models.packed import extract_member
+
+    numbers = list(pack)
+    index = numbers.index(number)
+
+    def keep_member(model: Any) -> None:
+        if keep is not None:
+            keep(extract_member(model, index, pack[number]))
+
+    outcome = run_pack(
+        [pack[n] for n in numbers],
+        numbers,
+        splits,
+        settings,
+        study_seed=study_seed,
+        keep=keep_member,
+    )[index]
+    if isinstance(outcome, TrialError):
+        raise outcome
+    return outcome
