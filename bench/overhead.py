@@ -63,7 +63,7 @@ def main() -> None:
 
 def _per_trial_ms(home: Path, urls: list[str], trials: int, pack: int) -> float:
     home.mkdir()
-    study = f"overhead-{pack}"
+    study = f"overhead-{pack}-{home.name}"
     run = launch(
         home, "--trials", str(trials), "--epochs", "1", "--batch-size", "64",
         "--data", str(home.parent / "tiny.npz"), "--local-workers", "1",

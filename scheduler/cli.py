@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.export import export_best, format_export
-from scheduler.html_report import write_html_report
 from scheduler.launch import LaunchOptions, launch, start_study
 from scheduler.progress import Progress
 from scheduler.recovery import recover
@@ -230,6 +229,8 @@ def _report(args: argparse.Namespace) -> int:
     store = ResultStore(resolve_db_url(args.db))
     report = study_report(store, args.study, args.top)
     if args.html is not None:
+        from scheduler.html_report import write_html_report  # plotly: 0.3 s to import
+
         written = write_html_report(store, report, args.html)
         # stdout stays pure JSON or CSV with those formats.
         print(f"HTML report: {written}", file=sys.stderr if args.format != "table" else sys.stdout)

@@ -41,8 +41,12 @@ VISIBILITY_ENV = "SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S"
 DEFAULT_MAX_ATTEMPTS = 3
 
 #: Backstop against memory that Keras/TF keep across trials despite
-#: ``clear_session``: recycle each pool process after this many trials.
+#: ``clear_session`` (measured: about 7 MiB per unpacked trial, 55 MiB per pack of
+#: 32; bench/memory.py): recycle each pool process after this many tasks ...
 MAX_TASKS_PER_CHILD = 50
+#: ... or once a task leaves it above this resident size (KiB). Packs make the task
+#: count a weak bound (one task may train 32 trials), so memory is bounded directly.
+MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 
 
 DEFAULT_PACK_SIZE = 32
@@ -169,4 +173,5 @@ def celery_config(broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
+        "worker_max_memory_per_child": MAX_MEMORY_PER_CHILD_KIB,
     }

@@ -1,4 +1,4 @@
-"""Celery's own monitoring against seqsweep workers: ``celery -A worker inspect active``."""
+"""Celery's own monitoring against seqsweep workers: ``inspect active`` and Flower."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, run_cli, write_tiny_csv
-from tests.processes import worker_node
+from tests.processes import Proc, child_env, free_port, rows, wait_until, worker_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,4 +55,57 @@ def test_inspect_active_names_the_study_and_trial_each_worker_runs(
         payload = tasks[0]["args"][0]
         assert (payload["study"], payload["number"]) == ("watched", 0)
     finally:
+        node.stop()
+
+
+def _flower_get(port: int, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError):
+        return None  # not up yet
+
+
+def test_flower_lists_the_worker_and_each_trial_task(tmp_path: Path, redis_url: str) -> None:
+    """The README's `celery -A worker flower`, against a real worker on Redis."""
+    write_tiny_csv(tmp_path / "tiny.csv", rows=600)
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    env = {"SEQSWEEP_DB_URL": db, "SEQSWEEP_BROKER_URL": redis_url}
+    port = free_port()
+    node = worker_node(tmp_path, "node", db, redis_url)
+    flower = Proc(
+        [sys.executable, "-m", "celery", "-A", "worker", "flower",
+         f"--port={port}", "--address=127.0.0.1"],
+        tmp_path, child_env(**env, FLOWER_UNAUTHENTICATED_API="1"), tmp_path / "flower.log",
+    )  # fmt: skip
+    try:
+        hostname = f"seqsweep-{node.pid}@"
+        wait_until(
+            lambda: any(h.startswith(hostname) for h in _flower_get(port, "/api/workers") or {}),
+            120,
+            f"Flower listing {hostname}",
+            every=1,
+        )
+        made = run_cli(
+            "scheduler", "launch", "--study", "flowered", "--trials", "2", "--detach",
+            "--data", "tiny.csv", "--target", "label", "--epochs", "1", "--batch-size", "8",
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+
+        def finished() -> list[dict[str, Any]]:
+            tasks = (_flower_get(port, "/api/tasks") or {}).values()
+            ours = [t for t in tasks if "flowered" in str(t.get("args"))]
+            return [t for t in ours if t["state"] == "SUCCESS"]
+
+        wait_until(lambda: len(finished()) == 2, 180, "2 finished tasks in Flower", every=1)
+        tasks = finished()
+        assert {t["name"] for t in tasks} == {"seqsweep.run_trial"}
+        assert {"'number': 0", "'number': 1"} <= {
+            part.strip(" {}[]") for t in tasks for part in str(t["args"]).split(",")
+        }
+        assert all(t["worker"].startswith(hostname) and t["runtime"] > 0 for t in tasks)
+        assert rows(db, "SELECT count(*) FROM trials WHERE status = 'succeeded'") == [(2,)]
+    finally:
+        flower.stop()
         node.stop()

@@ -1,8 +1,10 @@
 """The one Celery task: claim a trial, train it, write the outcome through the store.
 
 The task is thin on purpose. The results DB decides what runs: a message for
-a trial that is not ``queued`` (finished, or claimed by another worker after
-a redelivery) is acknowledged without training anything.
+a trial that is not ``queued`` (finished, trained in another trial's pack, or
+claimed by another worker after a redelivery) is acknowledged without training
+anything. With packing on, the claimed trial brings queued trials of its shape
+along (``worker.packing``); each still gets its own outcome.
 """
 
 from __future__ import annotations
@@ -146,8 +148,10 @@ def _train(
             )
             return [result]
         except SoftTimeLimitExceeded:
+            what = "the trial" if len(claims) == 1 else f"its pack of {len(claims)} trials"
+            fix = "" if len(claims) == 1 else "; raise --trial-timeout or lower --pack-size"
             error = TrialError(
-                f"time limit exceeded: the trial ran past {settings.trial_timeout_s:g} s"
+                f"time limit exceeded: {what} ran past {settings.trial_timeout_s:g} s{fix}"
             )
         except TrialError as exc:
             error = exc

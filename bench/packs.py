@@ -1,0 +1,59 @@
+"""Packed training: seconds per trial by pack size and width, on one core.
+
+    python bench/packs.py
+    python bench/packs.py --epochs 10          # the full trials of bench/throughput.py
+
+What one worker process (one thread, as with two workers on two cores) spends per
+member when it trains K trials of ``dense_units`` U together, on the problem of
+bench/throughput.py. K=1 is a pack of one: the same engine, one trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from common import ROWS, machine, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+
+    from scheduler.data import synthetic_dataset
+    from seqsweep.dataset import split_dataset
+    from seqsweep.settings import StudySettings
+    from worker.packing import run_pack
+    from worker.training import run_trial
+
+    splits = split_dataset(synthetic_dataset(n_rows=ROWS), 0, 0.2, 0.2)
+    settings = StudySettings(epochs=args.epochs, batch_size=32, pack_size=64)
+    member = {"dropout_rate1": 0.2, "dropout_rate2": 0.2, "learning_rate": 1e-3}
+    run_pack([{**member, "dense_units": 32}], [0], splits, settings, study_seed=0)  # warm up
+    rows = []
+    for units in (64, 512):
+        params = {**member, "dense_units": units}
+        started = time.perf_counter()
+        run_trial(params, splits, epochs=args.epochs, batch_size=32, seed=0)
+        alone = time.perf_counter() - started
+        rows.append([units, "fit (--pack-size 1)", f"{alone:.2f}", "1.0x"])
+        print(rows[-1], flush=True)
+        for k in (1, 4, 16, 32):
+            started = time.perf_counter()
+            run_pack([params] * k, list(range(k)), splits, settings, study_seed=0)
+            per = (time.perf_counter() - started) / k
+            rows.append([units, f"pack of {k}", f"{per:.2f}", f"{alone / per:.1f}x"])
+            print(rows[-1], flush=True)
+    print()
+    print(f"8,000 training rows, {args.epochs} epochs, batch 32, 1 thread; {machine()}")
+    print(table(["dense_units", "training", "s per trial", "vs fit"], rows))
+
+
+if __name__ == "__main__":
+    main()
