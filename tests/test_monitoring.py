@@ -66,6 +66,11 @@ def _flower_get(port: int, path: str) -> Any:
         return None  # not up yet
 
 
+def _flower_workers(port: int) -> list[str]:
+    """Worker names Flower knows; ``refresh`` makes it ask the workers again."""
+    return list(_flower_get(port, "/api/workers?refresh=1") or {})
+
+
 def test_flower_lists_the_worker_and_each_trial_task(tmp_path: Path, redis_url: str) -> None:
     """The README's `celery -A worker flower`, against a real worker on Redis."""
     write_tiny_csv(tmp_path / "tiny.csv", rows=600)
@@ -81,11 +86,14 @@ def test_flower_lists_the_worker_and_each_trial_task(tmp_path: Path, redis_url: 
     try:
         hostname = f"seqsweep-{node.pid}@"
         wait_until(
-            lambda: any(h.startswith(hostname) for h in _flower_get(port, "/api/workers") or {}),
+            lambda: any(h.startswith(hostname) for h in _flower_workers(port)),
             120,
             f"Flower listing {hostname}",
             every=1,
         )
+        # Flower turns task events on by a broadcast it repeats every few seconds; a task
+        # sent before the worker heard it would reach Flower without its arguments.
+        wait_until(lambda: "enabled by remote" in node.output(), 60, "task events on", every=1)
         made = run_cli(
             "scheduler", "launch", "--study", "flowered", "--trials", "2", "--detach",
             "--data", "tiny.csv", "--target", "label", "--epochs", "1", "--batch-size", "8",
