@@ -67,6 +67,33 @@ def main() -> None:
     print(table(header, out))
 
 
+def _data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The study's split, with one-hot labels for ``fit``."""
+    import keras
+
+    splits = load_splits(args.data)
+    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
+    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
+    return splits, y_train, y_val
+
+
+def _fit_val_accuracy(model: Any, args: argparse.Namespace, data: tuple[Any, Any, Any]) -> float:
+    """The article's ``fit`` with Keras' defaults; the last epoch's val accuracy."""
+    import keras
+
+    splits, y_train, y_val = data
+    history = model.fit(
+        splits.x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(splits.x_val, y_val),
+        verbose=0,
+    )
+    keras.backend.clear_session()
+    return float(history.history["val_accuracy"][-1])
+
+
 def _naive(args: argparse.Namespace) -> dict[str, Any]:
     """The article's loop: sample, ``adjust_model``, ``fit``, keep the best. Same configs
     and seeds as seqsweep's trials; Keras' defaults otherwise."""
@@ -78,24 +105,14 @@ def _naive(args: argparse.Namespace) -> dict[str, Any]:
     from scheduler.space import default_space
     from worker.training import trial_seed
 
-    splits = load_splits(args.data)
-    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
-    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
+    data = _data(args)
+    splits = data[0]
     best = 0.0
     for number in range(args.trials):
         params = sample(default_space(), SEED, number)
         keras.utils.set_random_seed(trial_seed(SEED, number))
         model = build_model(splits.x_train.shape[1], splits.n_classes, **params)
-        history = model.fit(
-            splits.x_train,
-            y_train,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            validation_data=(splits.x_val, y_val),
-            verbose=0,
-        )
-        best = max(best, history.history["val_accuracy"][-1])
-        keras.backend.clear_session()
+        best = max(best, _fit_val_accuracy(model, args, data))
     return {"trials": args.trials, "wall_s": time.perf_counter() - started, "best": best}
 
 
@@ -123,12 +140,9 @@ def _article_model(hp_or_trial: Any, n_features: int, n_classes: int, optuna: bo
 
 def _kerastuner(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    import keras
     import keras_tuner
 
-    splits = load_splits(args.data)
-    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
-    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
+    splits, y_train, y_val = _data(args)
     nf, nc = splits.x_train.shape[1], splits.n_classes
     with tempfile.TemporaryDirectory(prefix="kt-") as folder:
         tuner = keras_tuner.RandomSearch(
@@ -155,26 +169,13 @@ def _kerastuner(args: argparse.Namespace) -> dict[str, Any]:
 
 def _optuna(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    import keras
     import optuna
 
-    splits = load_splits(args.data)
-    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
-    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
-    nf, nc = splits.x_train.shape[1], splits.n_classes
+    data = _data(args)
+    nf, nc = data[0].x_train.shape[1], data[0].n_classes
 
     def objective(trial: Any) -> float:
-        model = _article_model(trial, nf, nc, optuna=True)
-        history = model.fit(
-            splits.x_train,
-            y_train,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            validation_data=(splits.x_val, y_val),
-            verbose=0,
-        )
-        keras.backend.clear_session()
-        return float(history.history["val_accuracy"][-1])
+        return _fit_val_accuracy(_article_model(trial, nf, nc, optuna=True), args, data)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

@@ -59,7 +59,7 @@ def html_report(store: ResultStore, report: dict[str, Any]) -> str:
         for name, spec in study.space.items()
         if spec.get("type") == "loguniform" or (spec.get("type") == "int" and spec.get("log"))
     }
-    names = [n for n in study.space if len({_key(t.params.get(n)) for t in done}) > 1]
+    names = [n for n in study.space if len({repr(t.params.get(n)) for t in done}) > 1]
     curves = [(t.number, store.epochs(t.id)) for t in store.top_trials(study.id, CURVES)]
     figures: list[tuple[str, str, go.Figure | None]] = [
         ("history", "Optimization history", _history(done)),
@@ -262,10 +262,6 @@ def _hover(done: list[TrialRecord]) -> list[str]:
         + "<br>".join(f"{html.escape(k)}={html.escape(fmt_value(v))}" for k, v in t.params.items())
         for t in done
     ]
-
-
-def _key(value: Any) -> str:
-    return repr(value)
 
 
 def _finite(value: float | None) -> bool:

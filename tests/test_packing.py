@@ -21,7 +21,7 @@ from worker.training import trial_seed
 SETTINGS = StudySettings(epochs=2, batch_size=32, pack_size=8)
 NUMBERS = [10, 11, 12, 13, 14, 15]
 #: With dropout, a member draws other masks in a pack than alone. Measured on this data
-#: (800 validation rows, 2 epochs): mean |difference| of val accuracy 0.01-0.02.
+#: (800 validation rows, 2 epochs): |difference| of val accuracy 0.000-0.009, mean 0.005.
 MEAN_TOLERANCE, MAX_TOLERANCE = 0.03, 0.08
 
 
@@ -132,12 +132,6 @@ def test_a_pack_refuses_members_of_another_shape(splits: Splits) -> None:
     with pytest.raises(ValueError, match="share dense_units"):
         run_pack(params, NUMBERS[:2], splits, SETTINGS, study_seed=1)
     assert pack_shape({"dense_units": 8, "epochs": 3}, SETTINGS) == (8, 3, 32)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
 
 
 def test_partners_are_queued_trials_of_the_same_shape_claimed_once(db_url: str) -> None:

@@ -18,12 +18,6 @@ from tests.processes import launch, rows, wait_until
 from tests.test_store import _claim, _create, _expire, _result
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
-
-
 def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
     store = ResultStore(db_url)
     a, _ = _create(store, 4, name="a")

@@ -26,12 +26,6 @@ DATA = synthetic_dataset(n_rows=60)
 SETTINGS = StudySettings(epochs=1, val_fraction=0.25).to_dict()  # floats round-trip too
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
-
-
 def _create(
     store: ResultStore, n: int, *, name: str = "s", seed: int | None = 1, max_attempts: int = 3
 ) -> Any:

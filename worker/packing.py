@@ -7,7 +7,6 @@ diverges fails alone, because members share no weights.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,10 +14,18 @@ from typing import Any
 import numpy as np
 
 from seqsweep.dataset import Splits
-from seqsweep.db.records import EpochRecord, TrialResult
+from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.settings import StudySettings
-from worker.training import STEPS_PER_EXECUTION, current_device, stop_callbacks, trial_seed
+from worker.training import (
+    STEPS_PER_EXECUTION,
+    current_device,
+    stop_callbacks,
+    trial_result,
+    trial_seed,
+)
+
+_METRICS = ("loss", "accuracy")
 
 
 def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[int, int, int]:
@@ -105,37 +112,13 @@ def _member_outcome(
     device: str,
     pack: tuple[int, ...] | None,
 ) -> TrialResult | TrialError:
-    def series(key: str) -> list[float]:
-        return [float(v) for v in history[key]]
-
-    loss, acc = series(f"m{k}_loss"), series(f"m{k}_accuracy")
-    val_loss, val_acc = series(f"val_m{k}_loss"), series(f"val_m{k}_accuracy")
-    for name, values in (("loss", loss), ("val_loss", val_loss)):
-        for epoch, value in enumerate(values, start=1):
-            if not math.isfinite(value):
-                return TrialError(
-                    f"{name} became {value} at epoch {epoch}; training diverged, "
-                    "try a lower learning_rate"
-                )
-    test_loss, test_acc = float(test[f"m{k}_loss"]), float(test[f"m{k}_accuracy"])
-    if not math.isfinite(test_loss):
-        return TrialError(
-            f"test loss is {test_loss}; the trained model is numerically unstable, "
-            "try a lower learning_rate"
-        )
-    epochs = tuple(
-        EpochRecord(i + 1, loss[i], acc[i], val_loss[i], val_acc[i]) for i in range(len(loss))
-    )
-    return TrialResult(
-        val_loss=val_loss[-1],
-        val_accuracy=val_acc[-1],
-        test_loss=test_loss,
-        test_accuracy=test_acc,
-        duration_s=duration_s,
-        device=device,
-        epochs=epochs,
-        pack=pack,
-    )
+    """Member ``k``'s result, from the pack's ``m{k}_*`` metrics; a divergence is its own."""
+    own = {f"{pre}{m}": history[f"{pre}m{k}_{m}"] for pre in ("", "val_") for m in _METRICS}
+    scores = {m: test[f"m{k}_{m}"] for m in _METRICS}
+    try:
+        return trial_result(own, scores, duration_s=duration_s, device=device, pack=pack)
+    except TrialError as exc:
+        return exc
 
 
 def run_member(

@@ -116,6 +116,26 @@ def run_trial(
             keep(model)
     finally:
         keras.backend.clear_session()
+    return trial_result(
+        history, test, duration_s=time.perf_counter() - started, device=current_device()
+    )
+
+
+def trial_result(
+    history: dict[str, list[float]],
+    test: dict[str, float],
+    *,
+    duration_s: float,
+    device: str,
+    pack: tuple[int, ...] | None = None,
+) -> TrialResult:
+    """Check one trained model's ``fit`` history and ``evaluate`` scores; make its result.
+
+    ``history`` holds ``loss``, ``accuracy``, ``val_loss`` and ``val_accuracy`` per
+    epoch, ``test`` its ``loss`` and ``accuracy``. Raises TrialError for a loss that
+    is not finite. Packed and unpacked trials both end here.
+    """
+    _check_finite(history)
     if not (math.isfinite(test["loss"]) and math.isfinite(test["accuracy"])):
         raise TrialError(
             f"test loss is {test['loss']}; the trained model is numerically "
@@ -138,9 +158,10 @@ def run_trial(
         val_accuracy=last.val_accuracy,
         test_loss=float(test["loss"]),
         test_accuracy=float(test["accuracy"]),
-        duration_s=time.perf_counter() - started,
-        device=current_device(),
+        duration_s=duration_s,
+        device=device,
         epochs=records,
+        pack=pack,
     )
 
 
