@@ -17,7 +17,7 @@ from scheduler.export import export_best, format_export
 from scheduler.launch import LaunchOptions, launch, start_study
 from scheduler.progress import Progress
 from scheduler.recovery import recover
-from scheduler.report import format_csv, format_report, study_report
+from scheduler.report import StudyReport, format_csv, format_report, study_report
 from scheduler.status import (
     cancel_study,
     format_cancel,
@@ -37,6 +37,10 @@ from seqsweep.db import ResultStore
 from seqsweep.errors import SeqsweepError
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PACK_SIZE, StudySettings
 from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url, resolve_broker_url, resolve_db_url
+from seqsweep.vocab import StudyStatus
+
+#: The study settings' defaults (one place: StudySettings) are the flags' defaults.
+_STUDY = StudySettings()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,15 +80,23 @@ def _parser() -> argparse.ArgumentParser:
         help="CSV (with --target) or NPZ (X, y) data file; default: built-in synthetic set",
     )
     run.add_argument("--target", help="label column of a CSV file")
-    run.add_argument("--epochs", type=positive_int, default=10, help="default: 10")
-    run.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
-    run.add_argument("--val-fraction", type=float, default=0.2, help="default: 0.2")
-    run.add_argument("--test-fraction", type=float, default=0.2, help="default: 0.2")
+    run.add_argument(
+        "--epochs", type=positive_int, default=_STUDY.epochs, help="default: %(default)s"
+    )
+    run.add_argument(
+        "--batch-size", type=positive_int, default=_STUDY.batch_size, help="default: %(default)s"
+    )
+    run.add_argument(
+        "--val-fraction", type=float, default=_STUDY.val_fraction, help="default: %(default)s"
+    )
+    run.add_argument(
+        "--test-fraction", type=float, default=_STUDY.test_fraction, help="default: %(default)s"
+    )
     run.add_argument(
         "--trial-timeout",
         type=float,
-        default=3600.0,
-        help="seconds before a trial is stopped and marked failed (default: 3600)",
+        default=_STUDY.trial_timeout_s,
+        help="seconds before a trial is stopped and marked failed (default: %(default)g)",
     )
     run.add_argument(
         "--pack-size",
@@ -216,10 +228,10 @@ def _launch(args: argparse.Namespace) -> int:
         return 0
     report = launch(options, say=say, progress=Progress(stream, say))
     _print_report(report, args.format)
-    if report["best"] is None and report["status"] != "cancelled":
+    if report.best is None and report.status != StudyStatus.CANCELLED:
         raise SeqsweepError(
-            f"study {report['study']}: every trial failed; "
-            f"run `python -m scheduler report --study {report['study']}` "
+            f"study {report.study}: every trial failed; "
+            f"run `python -m scheduler report --study {report.study}` "
             "and see the error column in the trials table"
         )
     return 0
@@ -278,13 +290,13 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _emit(result: Any, fmt: str, render: Callable[[Any], str]) -> None:
-    """Print a command's result: as JSON with ``--format json``, else rendered as text."""
-    print(json.dumps(result, indent=2) if fmt == "json" else render(result))
+    """Print a command's result: its ``as_dict()`` as JSON with ``--format json``, else text."""
+    print(json.dumps(result.as_dict(), indent=2) if fmt == "json" else render(result))
 
 
-def _print_report(report: dict[str, Any], fmt: str) -> None:
+def _print_report(report: StudyReport, fmt: str) -> None:
     if fmt == "json":
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.as_dict(), indent=2))
     elif fmt == "csv":
         sys.stdout.write(format_csv(report))
     else:

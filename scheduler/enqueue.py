@@ -7,7 +7,8 @@ from typing import Any
 
 from seqsweep.db import StudyRecord
 from seqsweep.errors import ConnectionFailedError
-from seqsweep.settings import HARD_LIMIT_GRACE_S, QUEUE, TASK_NAME, StudySettings
+from seqsweep.messages import QUEUE, TASK_NAME, TrialMessage
+from seqsweep.settings import HARD_LIMIT_GRACE_S, StudySettings
 from seqsweep.urls import mask_url
 
 
@@ -24,7 +25,7 @@ def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
             for number in numbers:
                 app.send_task(
                     TASK_NAME,
-                    args=[{"study_id": study.id, "study": study.name, "number": number}],
+                    args=[TrialMessage(study.id, study.name, number).to_payload()],
                     queue=QUEUE,
                     producer=producer,
                     soft_time_limit=settings.trial_timeout_s,

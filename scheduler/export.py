@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.report import fmt_value
 from seqsweep.db import ResultStore
 from seqsweep.errors import UsageError
 from seqsweep.settings import StudySettings
+from seqsweep.vocab import TrialStatus
 
 #: How far the retrained model's test accuracy may drift from the recorded one.
 #: Same seed, data and order give the same weights on one machine; another
@@ -24,9 +27,43 @@ from seqsweep.settings import StudySettings
 TOLERANCE = 0.02
 
 
+@dataclass(frozen=True)
+class ExportReport:
+    """Which trial was saved where, and how its retrained test accuracy compares."""
+
+    study: str
+    trial: int
+    params: dict[str, Any]
+    out: Path
+    recorded_test_accuracy: float | None
+    exported_test_accuracy: float
+
+    @property
+    def difference(self) -> float | None:
+        recorded = self.recorded_test_accuracy
+        return None if recorded is None else abs(self.exported_test_accuracy - recorded)
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.difference is not None and self.difference <= TOLERANCE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "trial": self.trial,
+            "params": self.params,
+            "out": str(self.out),
+            "recorded_test_accuracy": self.recorded_test_accuracy,
+            "exported_test_accuracy": self.exported_test_accuracy,
+            "difference": self.difference,
+            "tolerance": TOLERANCE,
+            "within_tolerance": self.within_tolerance,
+        }
+
+
 def export_best(
     store: ResultStore, study_name: str, out: Path, trial: int | None = None
-) -> dict[str, Any]:
+) -> ExportReport:
     """Retrain trial ``trial`` (default: the best) of ``study_name`` and save it to ``out``.
 
     The file appears only once training succeeded: it is written beside
@@ -49,7 +86,7 @@ def export_best(
         record = top[0]
     else:
         found = store.get_trials(study.id, [trial])
-        if not found or found[0].status != "succeeded":
+        if not found or found[0].status != TrialStatus.SUCCEEDED:
             state = found[0].status if found else "not in the study"
             raise UsageError(
                 f"--trial {trial}: only a succeeded trial can be exported, this one is {state}; "
@@ -86,31 +123,26 @@ def export_best(
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-    recorded = record.test_accuracy
-    drift = None if recorded is None else abs(result.test_accuracy - recorded)
-    return {
-        "study": study.name,
-        "trial": record.number,
-        "params": record.params,
-        "out": str(out),
-        "recorded_test_accuracy": recorded,
-        "exported_test_accuracy": result.test_accuracy,
-        "difference": drift,
-        "tolerance": TOLERANCE,
-        "within_tolerance": drift is not None and drift <= TOLERANCE,
-    }
+    return ExportReport(
+        study=study.name,
+        trial=record.number,
+        params=record.params,
+        out=out,
+        recorded_test_accuracy=record.test_accuracy,
+        exported_test_accuracy=result.test_accuracy,
+    )
 
 
-def format_export(result: dict[str, Any]) -> str:
+def format_export(result: ExportReport) -> str:
     verdict = (
-        f"within the tolerance of {result['tolerance']}"
-        if result["within_tolerance"]
-        else f"WARNING: beyond the tolerance of {result['tolerance']}; the trial may not be "
+        f"within the tolerance of {TOLERANCE}"
+        if result.within_tolerance
+        else f"WARNING: beyond the tolerance of {TOLERANCE}; the trial may not be "
         "reproducible on this machine (different CPU kernels or backend)"
     )
     return (
-        f"wrote {result['out']}: study {result['study']} trial {result['trial']}, "
-        f"test_accuracy {result['exported_test_accuracy']:.4f} "
-        f"(recorded {result['recorded_test_accuracy']:.4f}, {verdict}); "
-        f"load it with keras.models.load_model({result['out']!r})"
+        f"wrote {result.out}: study {result.study} trial {result.trial}, "
+        f"test_accuracy {result.exported_test_accuracy:.4f} "
+        f"(recorded {fmt_value(result.recorded_test_accuracy)}, {verdict}); "
+        f"load it with keras.models.load_model({str(result.out)!r})"
     )

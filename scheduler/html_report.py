@@ -20,17 +20,19 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from scheduler.importance import METHOD
-from scheduler.report import fmt_value
+from scheduler.importance import METHOD, Importance
+from scheduler.report import StudyReport, TrialSummary, fmt_value
 from seqsweep.db import ResultStore, TrialRecord
+from seqsweep.db.records import COUNTS_ORDER
 from seqsweep.errors import UsageError
+from seqsweep.vocab import TrialStatus
 
 #: Trials whose learning curves are drawn.
 CURVES = 5
 _COLS = 4  # subplots per row in the per-parameter grid
 
 
-def write_html_report(store: ResultStore, report: dict[str, Any], path: Path) -> Path:
+def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Path:
     """Write the page for ``report`` (from :func:`scheduler.report.study_report`) to ``path``."""
     if not path.parent.is_dir():
         raise UsageError(f"--html {path}: folder {path.parent} does not exist; create it first")
@@ -49,11 +51,11 @@ def write_html_report(store: ResultStore, report: dict[str, Any], path: Path) ->
     return path
 
 
-def html_report(store: ResultStore, report: dict[str, Any]) -> str:
+def html_report(store: ResultStore, report: StudyReport) -> str:
     """The page for ``report``; reads every trial and the top trials' epochs from ``store``."""
-    study = store.require_study(report["study"])
+    study = store.require_study(report.study)
     trials = store.get_trials(study.id)
-    done = [t for t in trials if t.status == "succeeded" and _finite(t.val_accuracy)]
+    done = [t for t in trials if t.status == TrialStatus.SUCCEEDED and _finite(t.val_accuracy)]
     log_params = {
         name
         for name, spec in study.space.items()
@@ -66,11 +68,11 @@ def html_report(store: ResultStore, report: dict[str, Any]) -> str:
         ("params", "Val accuracy against each hyperparameter", _params(done, names, log_params)),
         ("curves", f"Learning curves of the top {CURVES} trials", _curves(curves)),
         ("parallel", "Parallel coordinates", _parallel(done, names, log_params)),
-        ("importance", "Hyperparameter importance", _importance(report["importance"])),
+        ("importance", "Hyperparameter importance", _importance(report.importance)),
     ]
-    notes = {"importance": _importance_note(report["importance"])}
+    notes = {"importance": _importance_note(report.importance)}
     sections = [_section(i, title, fig, notes.get(i, "")) for i, title, fig in figures]
-    title = f"seqsweep report: {report['study']}"
+    title = f"seqsweep report: {report.study}"
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -81,9 +83,9 @@ def html_report(store: ResultStore, report: dict[str, Any]) -> str:
             "</head><body>",
             f"<h1>{_e(title)}</h1>",
             _summary(report, study.created_at),
-            _best(report["best"]),
+            _best(report.best),
             *sections,
-            _top_table(report["top"]),
+            _top_table(report.top),
             "</body></html>",
         ]
     )
@@ -175,12 +177,12 @@ def _parallel(done: list[TrialRecord], names: list[str], log_params: set[str]) -
     return go.Figure(go.Parcoords(line=line, dimensions=dims))
 
 
-def _importance(importance: dict[str, Any] | None) -> go.Figure | None:
-    if importance is None or not importance["params"]:
+def _importance(importance: Importance | None) -> go.Figure | None:
+    if importance is None or not importance.params:
         return None
-    ranked = list(reversed(importance["params"]))  # plotly draws bars bottom-up
+    ranked = list(reversed(importance.params))  # plotly draws bars bottom-up
     fig = go.Figure(
-        go.Bar(x=[p["share"] for p in ranked], y=[p["name"] for p in ranked], orientation="h")
+        go.Bar(x=[p.share for p in ranked], y=[p.name for p in ranked], orientation="h")
     )
     fig.update_layout(xaxis_title="share of importance", xaxis_tickformat=".0%", height=300)
     fig.update_yaxes(automargin=True)
@@ -201,49 +203,49 @@ def _section(div_id: str, title: str, fig: go.Figure | None, note: str = "") -> 
     return f"<section><h2>{_e(title)}</h2>{note}{body}</section>"
 
 
-def _summary(report: dict[str, Any], created: datetime) -> str:
-    c = report["counts"]
-    states = ", ".join(f"{n} {state}" for state, n in c.items() if state != "total" and n)
+def _summary(report: StudyReport, created: datetime) -> str:
+    c = report.counts
+    states = ", ".join(f"{c.of(state)} {state}" for state in COUNTS_ORDER if c.of(state))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"<p>Status <b>{_e(report['status'])}</b>; {c['total']} trials ({_e(states)}); "
-        f"study seed {report['seed']}; created {created:%Y-%m-%d %H:%M}. "
+        f"<p>Status <b>{_e(report.status)}</b>; {c.total} trials ({_e(states)}); "
+        f"study seed {report.seed}; created {created:%Y-%m-%d %H:%M}. "
         f"Best means highest val accuracy, then lowest val loss. Written {stamp}.</p>"
     )
 
 
-def _best(best: dict[str, Any] | None) -> str:
+def _best(best: TrialSummary | None) -> str:
     if best is None:
         return "<section><h2>Best configuration</h2><p>No trial has succeeded yet.</p></section>"
-    rows = [(k, v) for k, v in best["params"].items()] + [
-        (m, best[m]) for m in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+    rows = [(k, v) for k, v in best.params.items()] + [
+        (m, best.metric(m)) for m in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
     ]
     cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(fmt_value(v))}</td></tr>" for k, v in rows)
     return (
-        f"<section><h2>Best configuration: trial {best['number']}</h2>"
+        f"<section><h2>Best configuration: trial {best.number}</h2>"
         f'<table id="best">{cells}</table></section>'
     )
 
 
-def _importance_note(importance: dict[str, Any] | None) -> str:
+def _importance_note(importance: Importance | None) -> str:
     if importance is None:
         return ""
     return (
-        f'<p class="note">Method: {_e(METHOD)}. {importance["trials"]} trials, '
-        f"{importance['folds']} folds; the surrogate's cross-validated R² is "
-        f"{importance['surrogate_r2']:.2f} (near 0: read the ranking as noise).</p>"
+        f'<p class="note">Method: {_e(METHOD)}. {importance.trials} trials, '
+        f"{importance.folds} folds; the surrogate's cross-validated R² is "
+        f"{importance.surrogate_r2:.2f} (near 0: read the ranking as noise).</p>"
     )
 
 
-def _top_table(top: list[dict[str, Any]]) -> str:
+def _top_table(top: tuple[TrialSummary, ...]) -> str:
     if not top:
         return ""
-    names = list(top[0]["params"])
+    names = list(top[0].params)
     head = ["rank", "trial", "val accuracy", "val loss", "test accuracy", *names, "seconds"]
     rows = [
-        [i + 1, t["number"], t["val_accuracy"], t["val_loss"], t["test_accuracy"]]
-        + [t["params"].get(n) for n in names]
-        + [t["duration_s"]]
+        [i + 1, t.number, t.val_accuracy, t.val_loss, t.test_accuracy]
+        + [t.params.get(n) for n in names]
+        + [t.duration_s]
         for i, t in enumerate(top)
     ]
     th = "".join(f"<th>{_e(h)}</th>" for h in head)

@@ -21,10 +21,13 @@ from typing import Any
 import numpy as np
 
 from seqsweep.db import TrialRecord
+from seqsweep.vocab import TrialStatus
 
 METHOD = "permutation importance of a random-forest surrogate (scikit-learn), on held-out folds"
 #: Fewer trials than this give a ranking that is mostly noise; report none.
 MIN_TRIALS = 8
+#: Below this cross-validated R², the surrogate barely predicts: the ranking is noise.
+NOISE_R2 = 0.1
 #: A random subset of this many trials bounds the time on very large studies.
 MAX_TRIALS = 1000
 _FOLDS = 5
@@ -60,7 +63,9 @@ def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> I
     done = [
         t
         for t in trials
-        if t.status == "succeeded" and t.val_accuracy is not None and math.isfinite(t.val_accuracy)
+        if t.status == TrialStatus.SUCCEEDED
+        and t.val_accuracy is not None
+        and math.isfinite(t.val_accuracy)
     ]
     if len(done) < MIN_TRIALS:
         return None
@@ -121,21 +126,21 @@ def _encode(values: list[Any]) -> np.ndarray:
     return np.array([order[str(v)] for v in values], dtype=float)
 
 
-def format_importance(importance: dict[str, Any] | None, min_trials: int = MIN_TRIALS) -> str:
+def format_importance(importance: Importance | None, min_trials: int = MIN_TRIALS) -> str:
     """Plain-text ranking with the method and how far the surrogate can be trusted."""
     if importance is None:
         return f"hyperparameter importance: needs at least {min_trials} succeeded trials"
     lines = [
-        f"hyperparameter importance ({importance['method']}; {importance['trials']} trials, "
-        f"{importance['folds']} folds, surrogate R² {importance['surrogate_r2']:.2f}):"
+        f"hyperparameter importance ({importance.method}; {importance.trials} trials, "
+        f"{importance.folds} folds, surrogate R² {importance.surrogate_r2:.2f}):"
     ]
-    width = max((len(p["name"]) for p in importance["params"]), default=0)
-    for p in importance["params"]:
-        bar = "#" * round(20 * p["share"])
-        lines.append(f"  {p['name'].ljust(width)}  {p['share']:6.1%}  {bar}")
-    if importance["constant"]:
-        lines.append(f"  fixed in every trial: {', '.join(importance['constant'])}")
-    if importance["surrogate_r2"] < 0.1:
+    width = max((len(p.name) for p in importance.params), default=0)
+    for p in importance.params:
+        bar = "#" * round(20 * p.share)
+        lines.append(f"  {p.name.ljust(width)}  {p.share:6.1%}  {bar}")
+    if importance.constant:
+        lines.append(f"  fixed in every trial: {', '.join(importance.constant)}")
+    if importance.surrogate_r2 < NOISE_R2:
         lines.append(
             "  the surrogate barely predicts val_accuracy (R² < 0.1): "
             "read this ranking as noise, or run more trials"

@@ -16,7 +16,7 @@ from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
 from scheduler.progress import Progress
 from scheduler.recovery import OrphanWatch, recover_pass
-from scheduler.report import study_report
+from scheduler.report import StudyReport, study_report
 from scheduler.sampling import MAX_SEED, sample
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
@@ -25,6 +25,7 @@ from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import mask_url
+from seqsweep.vocab import TrialStatus
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: How often the wait loop looks for trials whose worker or message was lost.
@@ -102,7 +103,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         sample=lambda seed, number: sample(space, seed, number),
         max_attempts=opts.max_attempts,
     )
-    queued = store.numbers_in_state(study.id, "queued")
+    queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
     # Only trials without a message get one: a rerun of a killed launch, or a
     # second launch of the same study, sends nothing twice.
     enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
@@ -117,7 +118,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
 
 def launch(
     opts: LaunchOptions, say: Callable[[str], None] = print, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> StudyReport:
     """Run study ``opts.study`` to completion and return its report.
 
     ``progress`` shows the wait (default: plain lines through ``say``).

@@ -25,6 +25,7 @@ from typing import Any
 from scheduler.enqueue import enqueue_trials
 from seqsweep.broker import check_broker, make_app, queue_depth
 from seqsweep.db import ResultStore, StudyRecord
+from seqsweep.vocab import StudyStatus
 
 #: A message younger than this is never taken for lost: a worker may have just
 #: taken it off the queue and not yet claimed its trial.
@@ -125,7 +126,11 @@ def recover(
     check_broker(app, broker_url)
     if study_name is None:
         # A cancelled study may still have running trials whose workers died.
-        targets = [s for s in store.list_studies() if s.status in ("running", "cancelled")]
+        targets = [
+            s
+            for s in store.list_studies()
+            if s.status in (StudyStatus.RUNNING, StudyStatus.CANCELLED)
+        ]
     else:
         targets = [store.require_study(study_name)]
     watch = OrphanWatch()

@@ -9,103 +9,153 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from scheduler.importance import format_importance, hyperparameter_importance
-from seqsweep.db import ResultStore, TrialRecord
+from scheduler.importance import Importance, format_importance, hyperparameter_importance
+from seqsweep.db import Counts, ResultStore, TrialRecord
+from seqsweep.vocab import StudyStatus
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 
 
-def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> dict[str, Any]:
-    """Return the report of ``study_name``; best means highest val_accuracy, then lowest val_loss.
+@dataclass(frozen=True)
+class TrialSummary:
+    """One row of a report: a succeeded trial, its parameters and its final metrics."""
 
-    This dict is what ``report --format json`` prints.
-    """
+    number: int
+    params: dict[str, Any]
+    val_accuracy: float | None
+    val_loss: float | None
+    test_accuracy: float | None
+    test_loss: float | None
+    duration_s: float | None
+    device: str | None
+
+    @classmethod
+    def of(cls, trial: TrialRecord) -> TrialSummary:
+        return cls(
+            number=trial.number,
+            params=dict(trial.params),
+            val_accuracy=trial.val_accuracy,
+            val_loss=trial.val_loss,
+            test_accuracy=trial.test_accuracy,
+            test_loss=trial.test_loss,
+            duration_s=trial.duration_s,
+            device=trial.device,
+        )
+
+    def metric(self, name: str) -> float | None:
+        """A final metric by name (one of ``val_accuracy``, ``val_loss``, ...)."""
+        return cast(float | None, getattr(self, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "params": self.params,
+            **{m: self.metric(m) for m in _METRICS},
+            "duration_s": self.duration_s,
+            "device": self.device,
+        }
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """A study's state, its best trials (best first) and the hyperparameter importance."""
+
+    study: str
+    status: StudyStatus
+    seed: int
+    counts: Counts
+    top: tuple[TrialSummary, ...]
+    importance: Importance | None
+
+    @property
+    def best(self) -> TrialSummary | None:
+        return self.top[0] if self.top else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``report --format json`` prints."""
+        top = [t.as_dict() for t in self.top]
+        return {
+            "study": self.study,
+            "status": str(self.status),
+            "seed": self.seed,
+            "counts": self.counts.as_dict(),
+            "best": top[0] if top else None,
+            "top": top,
+            "importance": None if self.importance is None else self.importance.as_dict(),
+        }
+
+
+def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> StudyReport:
+    """The report of ``study_name``; its ``top`` is ranked by :func:`seqsweep.db.sql.best_first`."""
     study = store.require_study(study_name)
-    counts = store.counts(study.id)
-    top = [trial_summary(t) for t in store.top_trials(study.id, top_k)]
-    importance = hyperparameter_importance(store.get_trials(study.id))
-    return {
-        "study": study.name,
-        "status": study.status,
-        "seed": study.seed,
-        "counts": counts.as_dict(),
-        "best": top[0] if top else None,
-        "top": top,
-        "importance": None if importance is None else importance.as_dict(),
-    }
+    return StudyReport(
+        study=study.name,
+        status=study.status,
+        seed=study.seed,
+        counts=store.counts(study.id),
+        top=tuple(TrialSummary.of(t) for t in store.top_trials(study.id, top_k)),
+        importance=hyperparameter_importance(store.get_trials(study.id)),
+    )
 
 
-def trial_summary(trial: TrialRecord) -> dict[str, Any]:
-    return {
-        "number": trial.number,
-        "params": trial.params,
-        **{m: getattr(trial, m) for m in _METRICS},
-        "duration_s": trial.duration_s,
-        "device": trial.device,
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: StudyReport) -> str:
     """Render a report as a plain-text table that ends with the best trial."""
-    c = report["counts"]
+    c = report.counts
     lines = [
-        f"study {report['study']} ({report['status']}): {c['total']} trials, "
-        f"{c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
-        f"{c['queued']} queued" + (f", {c['cancelled']} cancelled" if c["cancelled"] else "")
+        f"study {report.study} ({report.status}): {c.total} trials, "
+        f"{c.succeeded} succeeded, {c.failed} failed, {c.running} running, "
+        f"{c.queued} queued" + (f", {c.cancelled} cancelled" if c.cancelled else "")
     ]
-    top = report["top"]
-    if not top:
+    best = report.best
+    if best is None:
         lines.append("no trial has succeeded yet")
         return "\n".join(lines)
-    names = list(top[0]["params"])
+    names = list(best.params)
     header = ["rank", "trial", "val_acc", "val_loss", "test_acc", *names]
     rows = [
         [
             str(i + 1),
-            str(t["number"]),
-            fmt_value(t["val_accuracy"]),
-            fmt_value(t["val_loss"]),
-            fmt_value(t["test_accuracy"]),
-            *(fmt_value(t["params"].get(n)) for n in names),
+            str(t.number),
+            fmt_value(t.val_accuracy),
+            fmt_value(t.val_loss),
+            fmt_value(t.test_accuracy),
+            *(fmt_value(t.params.get(n)) for n in names),
         ]
-        for i, t in enumerate(top)
+        for i, t in enumerate(report.top)
     ]
     lines.append("")
-    lines.append(f"top {len(top)} by val_accuracy (ties: lower val_loss):")
+    lines.append(f"top {len(report.top)} by val_accuracy (ties: lower val_loss):")
     lines.append(format_table(header, rows, align_right=True))
     lines.append("")
-    lines.append(format_importance(report["importance"]))
-    best = report["best"]
+    lines.append(format_importance(report.importance))
     lines.append("")
     lines.append(
-        f"best trial: #{best['number']}  val_accuracy={fmt_value(best['val_accuracy'])}  "
-        f"val_loss={fmt_value(best['val_loss'])}  test_accuracy="
-        f"{fmt_value(best['test_accuracy'])}  test_loss={fmt_value(best['test_loss'])}"
+        f"best trial: #{best.number}  val_accuracy={fmt_value(best.val_accuracy)}  "
+        f"val_loss={fmt_value(best.val_loss)}  test_accuracy="
+        f"{fmt_value(best.test_accuracy)}  test_loss={fmt_value(best.test_loss)}"
     )
-    lines.append(
-        "best params: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in best["params"].items())
-    )
+    lines.append("best params: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
     return "\n".join(lines)
 
 
-def format_csv(report: dict[str, Any]) -> str:
+def format_csv(report: StudyReport) -> str:
     """The top-k table as CSV: one row per trial, full precision, one column per parameter."""
-    top = report["top"]
-    names = sorted({name for t in top for name in t["params"]})
+    names = sorted({name for t in report.top for name in t.params})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["rank", "trial", *_METRICS, "duration_s", "device", *names])
-    for rank, t in enumerate(top, start=1):
+    for rank, t in enumerate(report.top, start=1):
         writer.writerow(
             [
                 rank,
-                t["number"],
-                *(t[m] for m in _METRICS),
-                t["duration_s"],
-                t["device"],
-                *(t["params"].get(n) for n in names),
+                t.number,
+                *(t.metric(m) for m in _METRICS),
+                t.duration_s,
+                t.device,
+                *(t.params.get(n) for n in names),
             ]
         )
     return out.getvalue()

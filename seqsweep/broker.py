@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -15,7 +16,8 @@ from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import create_engine, insert
 
 from seqsweep.errors import ConnectionFailedError, UsageError
-from seqsweep.settings import QUEUE, celery_config
+from seqsweep.messages import QUEUE
+from seqsweep.settings import celery_config
 from seqsweep.urls import mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
@@ -38,10 +40,17 @@ _SCHEMES = (
 )
 
 
-def make_app(broker_url: str, main: str = "seqsweep") -> Celery:
-    """Return a Celery app configured for ``broker_url`` (not set as current)."""
-    app = Celery(main, set_as_current=False)
-    app.conf.update(celery_config(broker_url))
+def make_app(
+    broker_url: str | Callable[[], str], main: str = "seqsweep", include: Sequence[str] = ()
+) -> Celery:
+    """Return a Celery app for ``broker_url`` (not set as current), configured by
+    :func:`seqsweep.settings.celery_config`, the one Celery configuration.
+
+    A callable ``broker_url`` is resolved when the configuration is first read, so the
+    worker's app, made at import, follows the URL that ``python -m worker`` sets later.
+    """
+    app = Celery(main, set_as_current=False, include=list(include))
+    app.add_defaults(lambda: celery_config(broker_url() if callable(broker_url) else broker_url))
     return app
 
 

@@ -49,3 +49,7 @@ class StoreError(SeqsweepError):
 
 class TrialError(SeqsweepError):
     """One trial failed; the failure is recorded and the study goes on."""
+
+
+class MessageError(SeqsweepError):
+    """A broker message that is not a seqsweep trial message; the worker logs and drops it."""

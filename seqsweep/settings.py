@@ -13,12 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqsweep.errors import UsageError
+from seqsweep.messages import QUEUE
 from seqsweep.urls import is_sqlite
-
-#: Name of the Celery task that trains one trial; the scheduler sends it by name
-#: so that it never has to import the worker package.
-TASK_NAME = "seqsweep.run_trial"
-QUEUE = "seqsweep"
 
 #: Redis redelivers a message that is still unacknowledged after this long. It
 #: must exceed the longest hard time limit, or a long trial runs twice at once.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from seqsweep.broker import check_broker, make_app
-from seqsweep.settings import QUEUE
+from seqsweep.messages import QUEUE
 
 
 def test_check_broker_leaves_a_new_file_ready_for_any_process(tmp_path: Path) -> None:

@@ -189,8 +189,19 @@ def test_restart_redis_during_a_study(home: Path, embedded: dict[str, str]) -> N
     redis = RedisServer(home)
     redis.start()
     urls = {"db": embedded["db"], "broker": redis.url}
+    # Unpacked, so that trials still wait in Redis when it restarts: packs would claim
+    # them all early, and a loaded machine then left nothing to lose.
     scheduler = launch(
-        home, "launch", "--trials", "12", "--local-workers", "2", *TINY, *_urls(urls)
+        home,
+        "launch",
+        "--trials",
+        "12",
+        "--local-workers",
+        "2",
+        "--pack-size",
+        "1",
+        *TINY,
+        *_urls(urls),
     )
     try:
         wait_until(lambda: _succeeded(urls["db"]) >= 2, 180, "2 succeeded trials")

@@ -49,7 +49,7 @@ def test_the_parameter_that_drives_accuracy_ranks_first(driver: str, score) -> N
     assert importance.surrogate_r2 > 0.8
     assert math.isclose(sum(p.share for p in importance.params), 1.0)
     assert importance.constant == ("batch_size",)  # one value everywhere: nothing to rank
-    text = format_importance(importance.as_dict())
+    text = format_importance(importance)
     assert "random-forest surrogate" in text and text.splitlines()[1].split()[0] == driver
 
 
@@ -57,7 +57,7 @@ def test_noise_only_is_flagged_as_noise() -> None:
     rng = np.random.default_rng(3)
     importance = hyperparameter_importance(_trials(40, lambda p: float(rng.uniform(0.5, 0.9))))
     assert importance is not None and importance.surrogate_r2 < 0.1
-    assert "read this ranking as noise" in format_importance(importance.as_dict())
+    assert "read this ranking as noise" in format_importance(importance)
 
 
 def test_too_few_or_unfinished_trials_give_no_ranking() -> None:

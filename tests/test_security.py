@@ -145,7 +145,7 @@ def test_malformed_and_pickle_messages_never_crash_a_worker(tmp_path: Path) -> N
     from kombu import Producer
 
     from seqsweep.broker import make_app
-    from seqsweep.settings import QUEUE, TASK_NAME
+    from seqsweep.messages import QUEUE, TASK_NAME
 
     write_tiny_csv(tmp_path / "tiny.csv")
     db_url = f"sqlite:///{tmp_path / 'r.db'}"

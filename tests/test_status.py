@@ -29,7 +29,7 @@ def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
     store.fail_trial(failed, "ValueError: boom")
     _claim(store, a.id, 3, "host:2")
 
-    rows = {r["study"]: r for r in studies_status(store)}
+    rows = {r["study"]: r for r in studies_status(store).as_dict()}
     assert list(rows) == ["a", "b"]
     assert rows["a"]["counts"] == {
         "total": 4,
@@ -42,14 +42,14 @@ def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
     assert (rows["a"]["best_trial"], rows["a"]["best_val_accuracy"]) == (1, 0.9)
     assert rows["b"]["counts"]["queued"] == 2 and rows["b"]["best_trial"] is None
 
-    detail = study_status(store, "a")
+    detail = study_status(store, "a").as_dict()
     assert detail["workers"] == [
         {"worker": "host:1", "succeeded": 2, "failed": 0, "running": 0},
         {"worker": "host:2", "succeeded": 0, "failed": 1, "running": 1},
     ]
     assert [f["number"] for f in detail["last_failures"]] == [2]
     assert "ValueError: boom" in detail["last_failures"][0]["error"]
-    text = format_study(detail)
+    text = format_study(study_status(store, "a"))
     assert "host:2" in text and "trial 2 on host:2: ValueError: boom" in text
     assert b.id != a.id
 
@@ -62,7 +62,7 @@ def test_cancel_drops_queued_trials_and_lets_running_ones_finish(db_url: str) ->
 
     result = cancel_study(store, "a")
 
-    assert result == {"study": "a", "cancelled": [1, 2, 3], "running": [0]}
+    assert result.as_dict() == {"study": "a", "cancelled": [1, 2, 3], "running": [0]}
     assert _claim(store, study.id, 1) is None, "a cancelled trial must not be claimed"
     assert store.finish_trial(running, _result(0.8)), "a running trial may still finish"
     counts = store.counts(study.id)

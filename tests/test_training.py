@@ -1,4 +1,4 @@
-"""``run_trial`` called directly, and the task's handling of payloads and failures."""
+"""``run_trial`` called directly, and the task's handling of failures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scheduler.space import Fixed, SearchSpace, default_space
 from seqsweep.dataset import Dataset, Splits, split_dataset
 from seqsweep.db import ResultStore
 from seqsweep.errors import TrialError
-from worker.tasks import TrialRef, _train_and_record
+from worker.tasks import _train_and_record
 from worker.training import run_trial, trial_seed
 
 PARAMS = {"dense_units": 16, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-2}
@@ -63,27 +63,6 @@ def test_trial_seed_is_stable_and_distinct() -> None:
     assert trial_seed(1, 2) == trial_seed(1, 2)
     assert len({trial_seed(1, n) for n in range(100)}) == 100
     assert all(0 <= trial_seed(2**62, n) < 2**32 for n in range(5))
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        None,
-        "x",
-        {"study_id": "1", "study": "s", "number": 0},
-        {"study_id": 1, "study": "s", "number": -1},
-        {"study_id": 1, "number": 0},
-        {"study_id": True, "study": "s", "number": 0},
-    ],
-)
-def test_malformed_payloads_are_rejected(payload: object) -> None:
-    with pytest.raises(ValueError, match="payload"):
-        TrialRef.parse(payload)
-
-
-def test_payload_round_trip() -> None:
-    ref = TrialRef(study_id=3, study="s", number=7)
-    assert TrialRef.parse(ref.to_payload()) == ref
 
 
 @pytest.mark.parametrize("pack_size", [1, 4])

@@ -13,8 +13,9 @@ import sys
 from seqsweep.broker import check_broker
 from seqsweep.cli_support import OneLineParser, positive_int, run_cli
 from seqsweep.db import ResultStore
-from seqsweep.settings import QUEUE, celery_config
+from seqsweep.messages import QUEUE
 from seqsweep.urls import BROKER_ENV, DB_ENV, resolve_broker_url, resolve_db_url
+from worker.config import worker_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,10 +49,11 @@ def _start(args: argparse.Namespace) -> int:
     os.environ[DB_ENV] = db_url
     os.environ[BROKER_ENV] = broker_url
     _share_cores(args.concurrency)
+    worker_config()  # a bad $SEQSWEEP_LEASE_S stops the node here, in one line
 
+    # Imported only now: the app reads the broker URL set above (one configuration).
     from worker.celery_app import app
 
-    app.conf.update(celery_config(broker_url))
     check_broker(app, broker_url)
     celery_args = [
         "worker",

@@ -1,4 +1,8 @@
-"""The worker's Celery app, configured from ``$SEQSWEEP_BROKER_URL`` or the default."""
+"""The worker's Celery app, configured from ``$SEQSWEEP_BROKER_URL`` or the default.
+
+The URL is read when the configuration is first used, not at import: ``python -m worker``
+imports this package before it puts its ``--broker`` into the environment.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ from seqsweep.broker import make_app
 from seqsweep.settings import celery_config
 from seqsweep.urls import resolve_broker_url
 
-app = make_app(resolve_broker_url(None), main="worker")
-app.conf.imports = ("worker.tasks",)
+app = make_app(lambda: resolve_broker_url(None), main="worker", include=["worker.tasks"])
 
 
 @signals.worker_init.connect

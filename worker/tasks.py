@@ -15,17 +15,18 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from seqsweep.dataset import Splits
 from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
-from seqsweep.errors import ConnectionFailedError, TrialError
-from seqsweep.settings import TASK_NAME, StudySettings, lease_seconds
-from seqsweep.urls import resolve_db_url
+from seqsweep.errors import ConnectionFailedError, MessageError, TrialError
+from seqsweep.messages import TASK_NAME, TrialMessage
+from seqsweep.settings import StudySettings
 from worker.celery_app import app
+from worker.config import worker_config
 from worker.lease import Lease
 from worker.packing import pack_shape, run_pack
 from worker.training import current_device, run_study_trial, study_splits
@@ -41,32 +42,17 @@ _SPLITS: OrderedDict[tuple[str, int, float, float], Splits] = OrderedDict()
 _SPLITS_KEPT = 4
 
 
-@dataclass(frozen=True)
-class TrialRef:
-    """The message payload: which trial of which study to run."""
+class Outcome(StrEnum):
+    """What one message did to one trial, as the task reports it to Celery's log."""
 
-    study_id: int
-    study: str
-    number: int
-
-    @classmethod
-    def parse(cls, payload: Any) -> TrialRef:
-        if not isinstance(payload, dict):
-            raise ValueError(f"payload must be a JSON object, got {type(payload).__name__}")
-        study_id, number, study = (
-            payload.get("study_id"),
-            payload.get("number"),
-            payload.get("study"),
-        )
-        for key, value in (("study_id", study_id), ("number", number)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"payload {key} must be a non-negative integer, got {value!r}")
-        if not isinstance(study, str):
-            raise ValueError(f"payload study must be a string, got {study!r}")
-        return cls(study_id=study_id, study=study, number=number)  # type: ignore[arg-type]
-
-    def to_payload(self) -> dict[str, Any]:
-        return {"study_id": self.study_id, "study": self.study, "number": self.number}
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Trained, but the claim had lapsed (the trial was requeued): the result is refused.
+    DROPPED = "dropped"
+    #: The trial was not queued: finished, trained in a pack, or claimed elsewhere.
+    SKIPPED = "skipped"
+    #: Not a seqsweep trial message.
+    REJECTED = "rejected"
 
 
 def worker_id() -> str:
@@ -77,21 +63,22 @@ def worker_id() -> str:
 def run_trial_task(self: Any, payload: Any) -> str:
     """Run the trial named by ``payload``; return what happened, for Celery's logs."""
     try:
-        ref = TrialRef.parse(payload)
-    except ValueError as exc:
+        ref = TrialMessage.parse(payload)
+    except MessageError as exc:
         # A malformed message cannot succeed on retry: log it and let it be acked.
-        log.error("rejected malformed trial message %r: %s", payload, exc)
-        return "rejected"
+        log.error("rejected malformed trial message: %s", exc)
+        return Outcome.REJECTED
+    config = worker_config()
     try:
-        store = ResultStore.for_process(resolve_db_url(None))
-        claimed = store.claim(ref.study_id, ref.number, worker_id(), lease_s=lease_seconds())
+        store = ResultStore.for_process(config.db_url)
+        claimed = store.claim(ref.study_id, ref.number, worker_id(), lease_s=config.lease_s)
     except ConnectionFailedError as exc:
         # The trial is still queued in the DB: try the message again later.
         log.warning("study %s trial %d: %s; retrying", ref.study, ref.number, exc)
         raise self.retry(countdown=10) from None
     if claimed is None:
         log.info("study %s trial %d is not queued; nothing to do", ref.study, ref.number)
-        return "skipped"
+        return Outcome.SKIPPED
     settings = StudySettings.from_dict(claimed.settings)
     return _train_and_record(store, [claimed, *_partners(store, claimed, settings)])
 
@@ -112,7 +99,7 @@ def _partners(
         return store.claim_partners(
             lead,
             worker_id(),
-            lease_s=lease_seconds(),
+            lease_s=worker_config().lease_s,
             limit=settings.pack_size - 1,
             fits=lambda params: pack_shape(params, settings) == shape,
         )
@@ -126,7 +113,7 @@ def _train(
 ) -> list[TrialResult | TrialError]:
     """Train the claimed trials, one outcome each; any error fails them all."""
     lead = claims[0]
-    with Lease(store, claims, lease_seconds()) as lease:
+    with Lease(store, claims, worker_config().lease_s) as lease:
         try:
             splits = _splits(store, lead, settings)
             if settings.pack_size > 1:  # a packed study trains even a lone trial as a pack
@@ -161,12 +148,14 @@ def _train(
     return [error] * len(claims)
 
 
-def _record(store: ResultStore, claimed: ClaimedTrial, outcome: TrialResult | TrialError) -> str:
+def _record(
+    store: ResultStore, claimed: ClaimedTrial, outcome: TrialResult | TrialError
+) -> Outcome:
     label = f"study {claimed.study_name} trial {claimed.number} (attempt {claimed.attempt})"
     if isinstance(outcome, TrialResult):
         if not _persist(lambda: store.finish_trial(claimed, outcome), label):
             log.warning("%s finished, but its claim had lapsed; result dropped", label)
-            return "dropped"
+            return Outcome.DROPPED
         log.info(
             "%s succeeded: val_accuracy=%.4f in %.1f s%s",
             label,
@@ -174,21 +163,21 @@ def _record(store: ResultStore, claimed: ClaimedTrial, outcome: TrialResult | Tr
             outcome.duration_s,
             f" (its share of a pack of {len(outcome.pack)})" if outcome.pack else "",
         )
-        return "succeeded"
+        return Outcome.SUCCEEDED
     reason = str(outcome)
     if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
         log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
-        return "dropped"
+        return Outcome.DROPPED
     log.warning("%s failed: %s", label, reason)
-    return "failed"
+    return Outcome.FAILED
 
 
-def _summary(states: list[str]) -> str:
-    """The task's return value, for Celery's logs: the state, or counts for a pack."""
-    if len(states) == 1:
-        return states[0]
-    counts = {s: states.count(s) for s in ("succeeded", "failed", "dropped") if s in states}
-    return f"pack of {len(states)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+def _summary(outcomes: list[Outcome]) -> str:
+    """The task's return value, for Celery's logs: the outcome, or counts for a pack."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    counts = {o: outcomes.count(o) for o in Outcome if o in outcomes}
+    return f"pack of {len(outcomes)}: " + ", ".join(f"{n} {o}" for o, n in counts.items())
 
 
 def _persist(write: Callable[[], T], label: str) -> T:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
+from seqsweep.vocab import StudyStatus, TrialStatus
 
 _ERROR_TEXT_LIMIT = 4000
 #: Trials sent per transaction by :meth:`TrialLifecycle.send_unsent`.
@@ -51,7 +52,7 @@ class TrialLifecycle:
                     select(trials.c.id)
                     .where(
                         trials.c.study_id == study_id,
-                        trials.c.status == "queued",
+                        trials.c.status == TrialStatus.QUEUED,
                         trials.c.enqueued_at.is_(None),
                     )
                     .order_by(trials.c.number)
@@ -85,7 +86,7 @@ class TrialLifecycle:
                 .where(
                     trials.c.study_id == study_id,
                     trials.c.number == number,
-                    trials.c.status == "queued",
+                    trials.c.status == TrialStatus.QUEUED,
                 )
                 .values(_claim_values(db_now(conn), worker, lease_s))
                 .returning(trials.c.id, trials.c.number, trials.c.params, trials.c.attempts)
@@ -116,7 +117,7 @@ class TrialLifecycle:
         with self.session() as conn:
             queued = conn.execute(
                 select(trials.c.id, trials.c.params)
-                .where(trials.c.study_id == lead.study_id, trials.c.status == "queued")
+                .where(trials.c.study_id == lead.study_id, trials.c.status == TrialStatus.QUEUED)
                 .order_by(trials.c.number)
             ).all()
             ids = [row.id for row in queued if fits(dict(row.params))][:limit]
@@ -124,7 +125,7 @@ class TrialLifecycle:
                 return []
             rows = conn.execute(
                 update(trials)
-                .where(trials.c.id.in_(ids), trials.c.status == "queued")
+                .where(trials.c.id.in_(ids), trials.c.status == TrialStatus.QUEUED)
                 .values(_claim_values(db_now(conn), worker, lease_s))
                 .returning(trials.c.id, trials.c.number, trials.c.params, trials.c.attempts)
             ).all()
@@ -152,7 +153,7 @@ class TrialLifecycle:
                 update(trials)
                 .where(_held(claimed))
                 .values(
-                    status="succeeded",
+                    status=TrialStatus.SUCCEEDED,
                     finished_at=utcnow(),
                     duration_s=result.duration_s,
                     device=result.device,
@@ -196,7 +197,7 @@ class TrialLifecycle:
         """Record a failed run with its reason; False if this claim no longer holds the trial."""
         with self.session() as conn:
             values: dict[str, Any] = {
-                "status": "failed",
+                "status": TrialStatus.FAILED,
                 "finished_at": utcnow(),
                 "error": error[:_ERROR_TEXT_LIMIT],
                 "lease_expires_at": None,
@@ -229,7 +230,7 @@ class TrialLifecycle:
                 select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
                 .where(
                     trials.c.study_id == study_id,
-                    trials.c.status == "running",
+                    trials.c.status == TrialStatus.RUNNING,
                     trials.c.lease_expires_at < db_now(conn),
                 )
                 .order_by(trials.c.number)
@@ -244,26 +245,26 @@ class TrialLifecycle:
                 )
                 still_lost = (
                     (trials.c.id == row.id)
-                    & (trials.c.status == "running")
+                    & (trials.c.status == TrialStatus.RUNNING)
                     & (trials.c.attempts == row.attempts)
                 )
-                if study_status == "cancelled":
+                if study_status == StudyStatus.CANCELLED:
                     values: dict[str, Any] = {
-                        "status": "cancelled",
+                        "status": TrialStatus.CANCELLED,
                         "finished_at": utcnow(),
                         "error": f"{reason}; not requeued: the study was cancelled",
                     }
                     target = cancelled
                 elif row.attempts >= max_attempts:
                     values = {
-                        "status": "failed",
+                        "status": TrialStatus.FAILED,
                         "finished_at": utcnow(),
                         "error": f"{reason}; gave up after {row.attempts} attempts "
                         f"(max_attempts={max_attempts})",
                     }
                     target = gave_up
                 else:
-                    values = {"status": "queued", "error": reason, "enqueued_at": None}
+                    values = {"status": TrialStatus.QUEUED, "error": reason, "enqueued_at": None}
                     target = requeued
                 if target is requeued:
                     # A cancel committed since the status was read wins; the
@@ -271,7 +272,7 @@ class TrialLifecycle:
                     still_lost = (
                         still_lost
                         & select(studies.c.id)
-                        .where(studies.c.id == study_id, studies.c.status != "cancelled")
+                        .where(studies.c.id == study_id, studies.c.status != StudyStatus.CANCELLED)
                         .exists()
                     )
                 values.update(lease_expires_at=None, worker=None)
@@ -289,12 +290,14 @@ class TrialLifecycle:
         either claimed before the cancel (and finishes) or cancelled.
         """
         with self.session() as conn:
-            conn.execute(update(studies).where(studies.c.id == study_id).values(status="cancelled"))
+            conn.execute(
+                update(studies).where(studies.c.id == study_id).values(status=StudyStatus.CANCELLED)
+            )
             cancelled = conn.execute(
                 update(trials)
-                .where(trials.c.study_id == study_id, trials.c.status == "queued")
+                .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.QUEUED)
                 .values(
-                    status="cancelled",
+                    status=TrialStatus.CANCELLED,
                     finished_at=utcnow(),
                     error="cancelled before it ran",
                     enqueued_at=None,
@@ -304,7 +307,7 @@ class TrialLifecycle:
             numbers = tuple(sorted(cancelled))
             running = conn.execute(
                 select(trials.c.number)
-                .where(trials.c.study_id == study_id, trials.c.status == "running")
+                .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.RUNNING)
                 .order_by(trials.c.number)
             ).scalars()
             return Cancellation(cancelled=numbers, running=tuple(running))
@@ -318,7 +321,7 @@ class TrialLifecycle:
                     select(trials.c.number)
                     .where(
                         trials.c.study_id == study_id,
-                        trials.c.status == "queued",
+                        trials.c.status == TrialStatus.QUEUED,
                         trials.c.enqueued_at < cutoff,
                     )
                     .order_by(trials.c.number)
@@ -333,7 +336,7 @@ class TrialLifecycle:
                     update(trials)
                     .where(
                         trials.c.study_id == study_id,
-                        trials.c.status == "queued",
+                        trials.c.status == TrialStatus.QUEUED,
                         trials.c.number.in_(list(numbers)),
                     )
                     .values(enqueued_at=None)
@@ -346,7 +349,7 @@ def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
     """True while ``claimed`` still holds its trial: running, under the same attempt."""
     return (
         (trials.c.id == claimed.trial_id)
-        & (trials.c.status == "running")
+        & (trials.c.status == TrialStatus.RUNNING)
         & (trials.c.attempts == claimed.attempt)
     )
 
@@ -354,7 +357,7 @@ def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
 def _claim_values(now: Any, worker: str, lease_s: float) -> dict[str, Any]:
     """The columns a claim sets: running, one more attempt, a fresh lease."""
     return {
-        "status": "running",
+        "status": TrialStatus.RUNNING,
         "attempts": trials.c.attempts + 1,
         "worker": worker,
         "started_at": utcnow(),

@@ -14,7 +14,8 @@ from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
 from seqsweep.db.schema import studies, trials
-from seqsweep.db.sql import aware, trial_record
+from seqsweep.db.sql import aware, best_first, trial_record
+from seqsweep.vocab import StudyStatus, TrialStatus
 
 
 class StudyOverview:
@@ -50,7 +51,7 @@ class StudyOverview:
                 StudySummary(
                     name=row.name,
                     created_at=aware(row.created_at),
-                    status=row.status,
+                    status=StudyStatus(row.status),
                     counts=Counts.from_states(counts.get(row.id, {})),
                     best_number=number,
                     best_val_accuracy=accuracy,
@@ -72,9 +73,9 @@ class StudyOverview:
         return [
             WorkerCounts(
                 worker=worker,
-                succeeded=states.get("succeeded", 0),
-                failed=states.get("failed", 0),
-                running=states.get("running", 0),
+                succeeded=states.get(TrialStatus.SUCCEEDED, 0),
+                failed=states.get(TrialStatus.FAILED, 0),
+                running=states.get(TrialStatus.RUNNING, 0),
             )
             for worker, states in sorted(by_worker.items())
         ]
@@ -84,7 +85,7 @@ class StudyOverview:
         with self.session() as conn:
             rows = conn.execute(
                 select(trials)
-                .where(trials.c.study_id == study_id, trials.c.status == "failed")
+                .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.FAILED)
                 .order_by(trials.c.finished_at.desc(), trials.c.number.desc())
                 .limit(limit)
             ).all()
@@ -101,15 +102,15 @@ def _best_per_study(conn: Connection, where: Any) -> dict[int, tuple[int, float]
             func.row_number()
             .over(
                 partition_by=trials.c.study_id,
-                order_by=(
-                    trials.c.val_accuracy.desc(),
-                    trials.c.val_loss.asc(),
-                    trials.c.number.asc(),
-                ),
+                order_by=best_first(),
             )
             .label("rank"),
         )
-        .where(and_(where, trials.c.status == "succeeded", trials.c.val_accuracy.is_not(None)))
+        .where(
+            and_(
+                where, trials.c.status == TrialStatus.SUCCEEDED, trials.c.val_accuracy.is_not(None)
+            )
+        )
         .subquery()
     )
     rows = conn.execute(

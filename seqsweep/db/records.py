@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
+from seqsweep.vocab import StudyStatus, TrialStatus
+
 
 @dataclass(frozen=True)
 class StudyRecord:
@@ -17,8 +20,8 @@ class StudyRecord:
     space: dict[str, Any]
     settings: dict[str, Any]
     dataset_hash: str
-    status: str
-    max_attempts: int = 3
+    status: StudyStatus
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class TrialRecord:
     study_id: int
     number: int
     params: dict[str, Any]
-    status: str
+    status: TrialStatus
     attempts: int
     worker: str | None
     device: str | None
@@ -98,6 +101,16 @@ class TrialResult:
     pack: tuple[int, ...] | None = None  # the trial numbers trained together, in pack order
 
 
+#: The order in which counts are shown and serialized: outcomes first.
+COUNTS_ORDER = (
+    TrialStatus.SUCCEEDED,
+    TrialStatus.FAILED,
+    TrialStatus.RUNNING,
+    TrialStatus.QUEUED,
+    TrialStatus.CANCELLED,
+)
+
+
 @dataclass(frozen=True)
 class Counts:
     """How many trials of a study are in each state."""
@@ -114,27 +127,20 @@ class Counts:
         """Counts from ``{status: number of trials}``; a missing status counts 0."""
         return cls(
             total=sum(by_state.values()),
-            queued=by_state.get("queued", 0),
-            running=by_state.get("running", 0),
-            succeeded=by_state.get("succeeded", 0),
-            failed=by_state.get("failed", 0),
-            cancelled=by_state.get("cancelled", 0),
+            **{status.value: by_state.get(status, 0) for status in TrialStatus},
         )
 
     @property
     def finished(self) -> int:
         """Trials that will not run (again): succeeded, failed or cancelled."""
-        return self.succeeded + self.failed + self.cancelled
+        return sum(self.of(s) for s in TrialStatus if s.is_finished)
+
+    def of(self, status: TrialStatus) -> int:
+        """How many trials are in ``status``."""
+        return int(getattr(self, status.value))
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "total": self.total,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "running": self.running,
-            "queued": self.queued,
-            "cancelled": self.cancelled,
-        }
+        return {"total": self.total, **{s.value: self.of(s) for s in COUNTS_ORDER}}
 
 
 @dataclass(frozen=True)
@@ -143,10 +149,20 @@ class StudySummary:
 
     name: str
     created_at: datetime
-    status: str
+    status: StudyStatus
     counts: Counts
     best_number: int | None = None
     best_val_accuracy: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.name,
+            "created_at": self.created_at.isoformat(),
+            "status": str(self.status),
+            "counts": self.counts.as_dict(),
+            "best_trial": self.best_number,
+            "best_val_accuracy": self.best_val_accuracy,
+        }
 
 
 @dataclass(frozen=True)

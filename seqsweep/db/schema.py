@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
+
 # JSONB on PostgreSQL so that users can index and query params efficiently.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -35,10 +37,6 @@ metadata = MetaData(
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     }
 )
-
-TRIAL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-STUDY_STATUSES = ("running", "completed", "cancelled")
 
 datasets = Table(
     "datasets",
@@ -62,9 +60,9 @@ studies = Table(
     Column("space", JsonType, nullable=False),
     Column("settings", JsonType, nullable=False),
     Column("dataset_hash", String(64), ForeignKey("datasets.hash"), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # a seqsweep.vocab.StudyStatus
     # A trial whose worker vanished is requeued at most this many times in all.
-    Column("max_attempts", Integer, nullable=False, server_default="3"),
+    Column("max_attempts", Integer, nullable=False, server_default=str(DEFAULT_MAX_ATTEMPTS)),
 )
 
 trials = Table(
@@ -74,7 +72,7 @@ trials = Table(
     Column("study_id", Integer, ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
     Column("number", Integer, nullable=False),
     Column("params", JsonType, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # a seqsweep.vocab.TrialStatus
     Column("attempts", Integer, nullable=False),
     Column("worker", String(255)),
     Column("device", String(64)),

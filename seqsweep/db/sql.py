@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func
+from sqlalchemy import Row, UnaryExpression, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import StudyRecord, TrialRecord
+from seqsweep.db.schema import trials
+from seqsweep.vocab import StudyStatus, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -38,6 +40,16 @@ def insert_for(conn: Connection, table: Any) -> Any:
     return dialect.insert(table)
 
 
+def best_first() -> tuple[UnaryExpression[Any], ...]:
+    """What "best" means, as an ORDER BY: highest val_accuracy, ties to lower val_loss,
+    then the earlier trial. Every ranking (report, status, progress) sorts by this."""
+    return (
+        trials.c.val_accuracy.desc().nulls_last(),
+        trials.c.val_loss.asc().nulls_last(),
+        trials.c.number.asc(),
+    )
+
+
 def maybe_aware(stamp: datetime | None) -> datetime | None:
     return None if stamp is None else aware(stamp)
 
@@ -51,7 +63,7 @@ def study_record(row: Row[Any]) -> StudyRecord:
         space=dict(row.space),
         settings=dict(row.settings),
         dataset_hash=row.dataset_hash,
-        status=row.status,
+        status=StudyStatus(row.status),
         max_attempts=int(row.max_attempts),
     )
 
@@ -62,7 +74,7 @@ def trial_record(row: Row[Any]) -> TrialRecord:
         study_id=row.study_id,
         number=row.number,
         params=dict(row.params),
-        status=row.status,
+        status=TrialStatus(row.status),
         attempts=row.attempts,
         worker=row.worker,
         device=row.device,

@@ -25,7 +25,7 @@ from seqsweep.db.migrate import upgrade
 from seqsweep.db.overview import StudyOverview
 from seqsweep.db.records import Counts, EpochRecord, StudyRecord, TrialRecord
 from seqsweep.db.schema import datasets, studies, trial_epochs, trials
-from seqsweep.db.sql import insert_for, study_record, trial_record, utcnow
+from seqsweep.db.sql import best_first, insert_for, study_record, trial_record, utcnow
 from seqsweep.errors import (
     ConnectionFailedError,
     SeqsweepError,
@@ -33,7 +33,9 @@ from seqsweep.errors import (
     StudyConflictError,
     UsageError,
 )
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
 from seqsweep.urls import mask_url
+from seqsweep.vocab import StudyStatus, TrialStatus
 
 
 class ResultStore(TrialLifecycle, StudyOverview):
@@ -145,7 +147,7 @@ class ResultStore(TrialLifecycle, StudyOverview):
         data: Dataset,
         trials: int,
         sample: Callable[[int, int], Mapping[str, Any]],
-        max_attempts: int = 3,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> tuple[StudyRecord, list[int]]:
         """Create study ``name`` or load it if it exists, and add missing trials.
 
@@ -168,13 +170,13 @@ class ResultStore(TrialLifecycle, StudyOverview):
                     space=dict(space),
                     settings=dict(settings),
                     dataset_hash=digest,
-                    status="running",
+                    status=StudyStatus.RUNNING,
                     max_attempts=max_attempts,
                 )
                 .on_conflict_do_nothing(index_elements=["name"])
             )
             study = study_record(conn.execute(select(studies).where(studies.c.name == name)).one())
-            if study.status == "cancelled":
+            if study.status == StudyStatus.CANCELLED:
                 raise StudyConflictError(
                     f"study {name!r} was cancelled; pass --study NEW_NAME to start a new study "
                     f"(see `python -m scheduler status {name}` for what it finished)"
@@ -192,7 +194,7 @@ class ResultStore(TrialLifecycle, StudyOverview):
                 .where(studies.c.id == study.id)
                 .values(
                     max_attempts=max_attempts,
-                    status="running" if added else studies.c.status,
+                    status=StudyStatus.RUNNING if added else studies.c.status,
                 )
             )
             study = study_record(
@@ -215,7 +217,7 @@ class ResultStore(TrialLifecycle, StudyOverview):
                 "study_id": study.id,
                 "number": n,
                 "params": dict(sample(study.seed, n)),
-                "status": "queued",
+                "status": TrialStatus.QUEUED,
                 "attempts": 0,
             }
             for n in range(trials_wanted)
@@ -261,13 +263,13 @@ class ResultStore(TrialLifecycle, StudyOverview):
         with self.session() as conn:
             conn.execute(
                 update(studies)
-                .where(studies.c.id == study_id, studies.c.status == "running")
-                .values(status="completed")
+                .where(studies.c.id == study_id, studies.c.status == StudyStatus.RUNNING)
+                .values(status=StudyStatus.COMPLETED)
             )
 
     # -- trials ------------------------------------------------------------
 
-    def numbers_in_state(self, study_id: int, status: str) -> list[int]:
+    def numbers_in_state(self, study_id: int, status: TrialStatus) -> list[int]:
         with self.session() as conn:
             return list(
                 conn.execute(
@@ -291,10 +293,8 @@ class ResultStore(TrialLifecycle, StudyOverview):
         with self.session() as conn:
             rows = conn.execute(
                 select(trials)
-                .where(trials.c.study_id == study_id, trials.c.status == "succeeded")
-                .order_by(
-                    trials.c.val_accuracy.desc(), trials.c.val_loss.asc(), trials.c.number.asc()
-                )
+                .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.SUCCEEDED)
+                .order_by(*best_first())
                 .limit(k)
             ).all()
         return [trial_record(r) for r in rows]

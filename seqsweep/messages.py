@@ -1,0 +1,62 @@
+"""The message contract between the scheduler and the workers: one message per trial.
+
+A message only names a trial. Everything a worker trains it with (its parameters,
+the study's seed, settings and dataset) comes from the results DB when the worker
+claims the trial, so a message can be sent twice, lost or redelivered without
+changing any result. The scheduler sends the task by name and never imports the
+worker package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from seqsweep.errors import MessageError
+
+#: The Celery task that trains one trial.
+TASK_NAME = "seqsweep.run_trial"
+#: The one queue every seqsweep worker consumes.
+QUEUE = "seqsweep"
+#: Ids and trial numbers are stored as 64-bit integers.
+MAX_ID = 2**63 - 1
+#: A study name longer than this is not one seqsweep made (see ``check_study_name``).
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class TrialMessage:
+    """The payload of a trial's message: which trial of which study to run."""
+
+    study_id: int
+    study: str
+    number: int
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object the message carries as its one argument."""
+        return {"study_id": self.study_id, "study": self.study, "number": self.number}
+
+    @classmethod
+    def parse(cls, payload: object) -> TrialMessage:
+        """Read a payload written by :meth:`to_payload`; raise MessageError otherwise."""
+        if not isinstance(payload, dict):
+            raise MessageError(f"payload must be a JSON object, got {type(payload).__name__}")
+        study_id, number, study = (
+            payload.get("study_id"),
+            payload.get("number"),
+            payload.get("study"),
+        )
+        for key, value in (("study_id", study_id), ("number", number)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+                raise MessageError(
+                    f"payload {key} must be an integer in [0, 2**63), got {_short(value)}"
+                )
+        if not isinstance(study, str) or not 0 < len(study) <= MAX_NAME:
+            raise MessageError(f"payload study must be a study name, got {_short(study)}")
+        return cls(study_id=study_id, study=study, number=number)  # type: ignore[arg-type]
+
+
+def _short(value: object) -> str:
+    """``repr`` of a value from the network, cut short: it may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
