@@ -49,14 +49,14 @@ class TrialMessage:
         for key, value in (("study_id", study_id), ("number", number)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
                 raise MessageError(
-                    f"payload {key} must be an integer in [0, 2**63), got {_short(value)}"
+                    f"payload {key} must be an integer in [0, 2**63), got {short_repr(value)}"
                 )
         if not isinstance(study, str) or not 0 < len(study) <= MAX_NAME:
-            raise MessageError(f"payload study must be a study name, got {_short(study)}")
+            raise MessageError(f"payload study must be a study name, got {short_repr(study)}")
         return cls(study_id=study_id, study=study, number=number)  # type: ignore[arg-type]
 
 
-def _short(value: object) -> str:
+def short_repr(value: object) -> str:
     """``repr`` of a value from the network, cut short: it may be megabytes long."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"

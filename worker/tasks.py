@@ -23,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from seqsweep.dataset import Splits
 from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
 from seqsweep.errors import ConnectionFailedError, MessageError, TrialError
-from seqsweep.messages import TASK_NAME, TrialMessage
+from seqsweep.messages import TASK_NAME, TrialMessage, short_repr
 from seqsweep.settings import StudySettings
 from worker.celery_app import app
 from worker.config import worker_config
@@ -66,7 +66,7 @@ def run_trial_task(self: Any, payload: Any) -> str:
         ref = TrialMessage.parse(payload)
     except MessageError as exc:
         # A malformed message cannot succeed on retry: log it and let it be acked.
-        log.error("rejected malformed trial message: %s", exc)
+        log.error("rejected malformed trial message %s: %s", short_repr(payload), exc)
         return Outcome.REJECTED
     config = worker_config()
     try:
