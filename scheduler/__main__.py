@@ -1,7 +1,7 @@
-"""Entry point for ``python -m scheduler``."""
+"""Entry point for ``python -m scheduler``; the ``seqsweep`` console script is the same CLI."""
 
 import sys
 
 from scheduler.cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m scheduler"))

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from scheduler.export import export_best, format_export
-from scheduler.launch import LaunchOptions, launch, start_study
+from scheduler.launch import launch, start_study
+from scheduler.options import DEFAULT_STUDY, LaunchOptions
 from scheduler.progress import Progress
 from scheduler.recovery import recover
-from scheduler.report import StudyReport, format_csv, format_report, study_report
+from scheduler.report import REPORT_TOP, StudyReport, format_csv, format_report, study_report
 from scheduler.status import (
     cancel_study,
     format_cancel,
@@ -35,31 +35,51 @@ from seqsweep.cli_support import (
 )
 from seqsweep.db import ResultStore
 from seqsweep.errors import SeqsweepError
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PACK_SIZE, StudySettings
-from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url, resolve_broker_url, resolve_db_url
+from seqsweep.urls import (
+    BROKER_ENV,
+    DB_ENV,
+    DEFAULT_BROKER_URL,
+    DEFAULT_DB_URL,
+    mask_url,
+    resolve_broker_url,
+    resolve_db_url,
+)
+from seqsweep.version import __version__
 from seqsweep.vocab import StudyStatus
 
-#: The study settings' defaults (one place: StudySettings) are the flags' defaults.
-_STUDY = StudySettings()
+#: The flags' defaults are the options' and the study settings' (one place each).
+_LAUNCH = LaunchOptions()
+_STUDY = _LAUNCH.settings
+#: The flags of ``launch``, by their names in LaunchOptions.from_flags.
+_LAUNCH_FLAGS = (
+    "study", "trials", "seed", "space", "data", "target", "epochs", "batch_size",
+    "val_fraction", "test_fraction", "trial_timeout", "pack_size", "local_workers",
+    "max_attempts", "db", "broker", "top",
+)  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m scheduler",
+        prog=prog,
         description="Distributed hyperparameter search for Keras Sequential models on Celery.",
     )
+    parser.add_argument("--version", action="version", version=f"seqsweep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     db = OneLineParser(add_help=False)
-    db.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or sqlite:///seqsweep.db)")
+    db.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or {DEFAULT_DB_URL})")
     broker = OneLineParser(add_help=False)
     broker.add_argument(
         "--broker",
-        help=f"broker URL (default: ${BROKER_ENV} or the embedded "
-        "sqla+sqlite:///seqsweep-broker.db)",
+        help=f"broker URL (default: ${BROKER_ENV} or the embedded {DEFAULT_BROKER_URL})",
     )
     study = OneLineParser(add_help=False)
-    study.add_argument("--study", default="default", help="study name (default: default)")
+    study.add_argument(
+        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
+    )
+    # status and cancel also take the study as a positional argument, as they always did.
+    named = OneLineParser(add_help=False)
+    named.add_argument("--study", dest="study_flag", metavar="STUDY", help="study name")
 
     run = commands.add_parser(
         "launch",
@@ -69,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--trials",
         type=positive_int,
-        default=100,
-        help="trials in the study; a larger number extends it (default: 100)",
+        default=_LAUNCH.trials,
+        help="trials in the study; a larger number extends it (default: %(default)s)",
     )
     run.add_argument("--seed", type=int, help="study seed (default: random, then stored)")
     run.add_argument("--space", type=Path, help="YAML or JSON search space file")
@@ -101,24 +121,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pack-size",
         type=positive_int,
-        default=DEFAULT_PACK_SIZE,
+        default=_STUDY.pack_size,
         help="trials of one shape a worker trains together as one computation; "
-        f"1 turns packing off (default: {DEFAULT_PACK_SIZE})",
+        "1 turns packing off (default: %(default)s)",
     )
     run.add_argument(
         "--local-workers",
         type=non_negative_int,
-        default=os.cpu_count() or 1,
+        default=_LAUNCH.local_workers,
         help="worker processes to start here; 0 uses remote workers only (default: one per core)",
     )
     run.add_argument(
         "--max-attempts",
         type=positive_int,
-        default=DEFAULT_MAX_ATTEMPTS,
+        default=_LAUNCH.max_attempts,
         help="runs of a trial whose worker vanished (killed, OOM) before it is marked failed "
-        f"(default: {DEFAULT_MAX_ATTEMPTS})",
+        "(default: %(default)s)",
     )
-    run.add_argument("--top", type=positive_int, default=5, help="rows in the final table")
+    run.add_argument(
+        "--top",
+        type=positive_int,
+        default=_LAUNCH.top_k,
+        help="rows in the final table (default: %(default)s)",
+    )
     run.add_argument("--format", choices=("table", "json"), default="table")
     run.add_argument(
         "--detach",
@@ -127,7 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     rep = commands.add_parser("report", parents=[db, study], help="print the best trials")
-    rep.add_argument("--top", type=positive_int, default=10, help="rows in the table")
+    rep.add_argument(
+        "--top",
+        type=positive_int,
+        default=REPORT_TOP,
+        help="rows in the table (default: %(default)s)",
+    )
     rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
     rep.add_argument(
         "--html",
@@ -137,15 +167,17 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     stat = commands.add_parser(
-        "status", parents=[db], help="list the studies, or show one in detail"
+        "status", parents=[db, named], help="list the studies, or show one in detail"
     )
     stat.add_argument("name", nargs="?", metavar="STUDY", help="a study (default: list them all)")
     stat.add_argument("--format", choices=("table", "json"), default="table")
 
     can = commands.add_parser(
-        "cancel", parents=[db], help="stop a study: queued trials never run, running ones finish"
+        "cancel",
+        parents=[db, named],
+        help="stop a study: queued trials never run, running ones finish",
     )
-    can.add_argument("name", metavar="STUDY")
+    can.add_argument("name", nargs="?", metavar="STUDY", help="the study (or --study)")
     can.add_argument("--format", choices=("table", "json"), default="table")
 
     exp = commands.add_parser(
@@ -173,8 +205,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "seqsweep") -> int:
+    """The ``seqsweep`` console script; ``python -m scheduler`` passes its own ``prog``."""
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
+    if hasattr(args, "study_flag"):
+        args.study = _one_study(parser, args.name, args.study_flag)
+        if args.command == "cancel" and args.study is None:
+            parser.error("cancel needs the study to stop: seqsweep cancel --study NAME")
     handler = {
         "launch": _launch,
         "report": _report,
@@ -187,30 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: handler(args))
 
 
+def _one_study(
+    parser: argparse.ArgumentParser, positional: str | None, flag: str | None
+) -> str | None:
+    """The study named by ``STUDY`` or ``--study``; both are fine if they agree."""
+    if positional is not None and flag is not None and positional != flag:
+        parser.error(
+            f"the study is named twice, {positional!r} and --study {flag!r}; give one of them"
+        )
+    return positional if positional is not None else flag
+
+
 def _launch(args: argparse.Namespace) -> int:
     interrupt_on_termination()  # a killed launch must still stop its local workers
-    settings = StudySettings(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        trial_timeout_s=args.trial_timeout,
-        pack_size=args.pack_size,
-    )
-    options = LaunchOptions(
-        study=args.study,
-        trials=args.trials,
-        seed=args.seed,
-        space_file=args.space,
-        data_file=args.data,
-        target=args.target,
-        settings=settings,
-        db_url=resolve_db_url(args.db),
-        broker_url=resolve_broker_url(args.broker),
-        local_workers=args.local_workers,
-        max_attempts=args.max_attempts,
-        top_k=args.top,
-    )
+    options = LaunchOptions.from_flags(**{flag: getattr(args, flag) for flag in _LAUNCH_FLAGS})
     # With --format json, stdout carries only the report; progress goes to stderr.
     stream = sys.stderr if args.format == "json" else sys.stdout
 
@@ -237,8 +265,13 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_store(args: argparse.Namespace) -> ResultStore:
+    """The results DB of a command that reads results: a missing SQLite file is an error."""
+    return ResultStore(resolve_db_url(args.db), create=False)
+
+
 def _report(args: argparse.Namespace) -> int:
-    store = ResultStore(resolve_db_url(args.db))
+    store = _existing_store(args)
     report = study_report(store, args.study, args.top)
     if args.html is not None:
         from scheduler.html_report import write_html_report  # plotly: 0.3 s to import
@@ -251,29 +284,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = ResultStore(resolve_db_url(args.db))
-    if args.name is None:
+    store = _existing_store(args)
+    if args.study is None:
         _emit(studies_status(store), args.format, format_studies)
     else:
-        _emit(study_status(store, args.name), args.format, format_study)
+        _emit(study_status(store, args.study), args.format, format_study)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    _emit(cancel_study(ResultStore(resolve_db_url(args.db)), args.name), args.format, format_cancel)
+    _emit(cancel_study(_existing_store(args), args.study), args.format, format_cancel)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    store = ResultStore(resolve_db_url(args.db))
+    store = _existing_store(args)
     _emit(export_best(store, args.study, args.out, args.trial), args.format, format_export)
     return 0
 
 
 def _recover(args: argparse.Namespace) -> int:
-    reports = recover(
-        ResultStore(resolve_db_url(args.db)), resolve_broker_url(args.broker), args.study
-    )
+    reports = recover(_existing_store(args), resolve_broker_url(args.broker), args.study)
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in reports], indent=2))
     for r in reports if args.format == "table" else ():

@@ -2,58 +2,35 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
+from scheduler.options import LaunchOptions
 from scheduler.progress import Progress
 from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import StudyReport, study_report
-from scheduler.sampling import MAX_SEED, sample
+from scheduler.sampling import sample
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
 from seqsweep.dataset import split_sizes
 from seqsweep.db import ResultStore, StudyRecord
-from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
+from seqsweep.errors import ConnectionFailedError, SeqsweepError
 from seqsweep.urls import mask_url
 from seqsweep.vocab import TrialStatus
 
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: How often the wait loop looks for trials whose worker or message was lost.
 RECOVER_EVERY_S = 5.0
 #: How often launch restarts local workers that exited before the study ended.
 LOCAL_WORKER_RESTARTS = 3
 #: How long the wait loop rides out an unreachable results DB or broker.
 OUTAGE_LIMIT_S = 300.0
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """Everything ``launch`` needs; the CLI fills it from flags."""
-
-    study: str
-    trials: int
-    db_url: str
-    broker_url: str
-    seed: int | None = None
-    space_file: Path | None = None
-    data_file: Path | None = None
-    target: str | None = None
-    settings: StudySettings = field(default_factory=StudySettings)
-    local_workers: int = 1
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    top_k: int = 5
-    poll_interval_s: float = 1.0
-    worker_log: Path = Path("seqsweep-workers.log")
 
 
 @dataclass(frozen=True)
@@ -75,15 +52,6 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     and its trial rows are written in one transaction, so bad input never
     leaves a half-written study behind.
     """
-    if not STUDY_NAME.match(opts.study):
-        raise UsageError(
-            f"--study {opts.study!r}: use 1-200 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    if opts.seed is not None and not 0 <= opts.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {opts.seed}")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be >= 1, got {opts.max_attempts}; use e.g. 3")
     space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
     data = load_dataset(opts.data_file, opts.target)
     split_sizes(data.n_rows, opts.settings.val_fraction, opts.settings.test_fraction)

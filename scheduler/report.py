@@ -17,6 +17,8 @@ from seqsweep.db import Counts, ResultStore, TrialRecord
 from seqsweep.vocab import StudyStatus
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+#: Rows of the top-k table that ``report`` shows unless told otherwise.
+REPORT_TOP = 10
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class StudyReport:
         }
 
 
-def study_report(store: ResultStore, study_name: str, top_k: int = 10) -> StudyReport:
+def study_report(store: ResultStore, study_name: str, top_k: int = REPORT_TOP) -> StudyReport:
     """The report of ``study_name``; its ``top`` is ranked by :func:`seqsweep.db.sql.best_first`."""
     study = store.require_study(study_name)
     return StudyReport(

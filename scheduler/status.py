@@ -27,15 +27,7 @@ class StudyDetail:
         return {
             **self.summary.as_dict(),
             "max_attempts": self.max_attempts,
-            "workers": [
-                {
-                    "worker": w.worker,
-                    "succeeded": w.succeeded,
-                    "failed": w.failed,
-                    "running": w.running,
-                }
-                for w in self.workers
-            ],
+            "workers": [w.as_dict() for w in self.workers],
             "last_failures": [
                 {
                     "number": t.number,

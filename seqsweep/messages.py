@@ -9,10 +9,11 @@ worker package.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from seqsweep.errors import MessageError
+from seqsweep.errors import MessageError, UsageError
 
 #: The Celery task that trains one trial.
 TASK_NAME = "seqsweep.run_trial"
@@ -22,6 +23,17 @@ QUEUE = "seqsweep"
 MAX_ID = 2**63 - 1
 #: A study name longer than this is not one seqsweep made (see ``check_study_name``).
 MAX_NAME = 200
+_STUDY_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}")
+
+
+def check_study_name(name: str) -> str:
+    """Return ``name`` if a new study may be called so; it travels in messages and logs."""
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+        raise UsageError(
+            f"--study {name!r}: use 1-{MAX_NAME} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ interface and never change meaning.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -44,3 +45,22 @@ class StudyStatus(StrEnum):
     def is_finished(self) -> bool:
         """True for a study with no trial left to run."""
         return self is not StudyStatus.RUNNING
+
+
+class Direction(StrEnum):
+    """Which way an objective improves."""
+
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The final metric that ranks a study's trials, and which way is better."""
+
+    metric: str
+    direction: Direction
+
+
+#: What every study optimizes (ties go to the lower val_loss, see ``seqsweep.db.sql.best_first``).
+OBJECTIVE = Objective("val_accuracy", Direction.MAXIMIZE)

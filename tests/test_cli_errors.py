@@ -138,9 +138,46 @@ def test_env_urls_are_used_and_masked(tmp_path: Path) -> None:
 
 
 def test_report_on_unknown_study(tmp_path: Path) -> None:
+    assert run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path, timeout=60).returncode == 0
     proc = run_cli("scheduler", "report", "--db", DB, "--study", "nope", cwd=tmp_path, timeout=60)
     _assert_one_line_error(proc, "study 'nope' not found")
     assert "no studies" in proc.stderr
+
+
+READ_COMMANDS = [
+    ["report"],
+    ["report", "--study", "s", "--html", "r.html"],
+    ["status"],
+    ["status", "s"],
+    ["cancel", "--study", "s"],
+    ["export", "--study", "s", "--out", "best.keras"],
+    ["recover"],
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("db", [None, "sqlite:///elsewhere/results.db"], ids=["default", "flag"])
+def test_commands_that_read_results_refuse_a_missing_db_and_create_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    db: str | None,
+) -> None:
+    from scheduler.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEQSWEEP_DB_URL", raising=False)
+    monkeypatch.delenv("SEQSWEEP_BROKER_URL", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    assert main([*command, *(["--db", db] if db else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    missing = tmp_path / ("elsewhere/results.db" if db else "seqsweep.db")
+    assert err == [
+        f"error: no results DB at {missing}: the file does not exist; run the command where "
+        "launch wrote it, or pass --db URL (or set $SEQSWEEP_DB_URL)"
+    ]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["elsewhere"]
 
 
 def test_worker_rejects_bad_urls(tmp_path: Path) -> None:

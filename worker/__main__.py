@@ -1,4 +1,4 @@
-"""``python -m worker``: start a Celery worker node that trains trials.
+"""``seqsweep-worker`` (or ``python -m worker``): start a Celery worker node that trains trials.
 
 Checks both URLs first, so a typo fails in seconds with one line instead of a
 worker that retries forever, then hands over to Celery's own worker.
@@ -14,14 +14,25 @@ from seqsweep.broker import check_broker
 from seqsweep.cli_support import OneLineParser, positive_int, run_cli
 from seqsweep.db import ResultStore
 from seqsweep.messages import QUEUE
-from seqsweep.urls import BROKER_ENV, DB_ENV, resolve_broker_url, resolve_db_url
+from seqsweep.urls import (
+    BROKER_ENV,
+    DB_ENV,
+    DEFAULT_BROKER_URL,
+    DEFAULT_DB_URL,
+    resolve_broker_url,
+    resolve_db_url,
+)
+from seqsweep.version import __version__
 from worker.config import worker_config
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m worker", description=__doc__)
-    parser.add_argument("--broker", help=f"broker URL (default: ${BROKER_ENV} or embedded)")
-    parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or ./seqsweep.db)")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog, description=__doc__)
+    parser.add_argument("--version", action="version", version=f"seqsweep {__version__}")
+    parser.add_argument(
+        "--broker", help=f"broker URL (default: ${BROKER_ENV} or {DEFAULT_BROKER_URL})"
+    )
+    parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or {DEFAULT_DB_URL})")
     parser.add_argument(
         "--concurrency",
         type=positive_int,
@@ -33,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "seqsweep-worker") -> int:
+    """The ``seqsweep-worker`` console script; ``python -m worker`` passes its own ``prog``."""
+    args = _parser(prog).parse_args(argv)
     return run_cli(lambda: _start(args))
 
 
@@ -91,4 +103,4 @@ def _share_cores(concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m worker"))

@@ -174,6 +174,14 @@ class WorkerCounts:
     failed: int = 0
     running: int = 0
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "running": self.running,
+        }
+
 
 @dataclass(frozen=True)
 class Cancellation:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import StudyRecord, TrialRecord
 from seqsweep.db.schema import trials
-from seqsweep.vocab import StudyStatus, TrialStatus
+from seqsweep.vocab import OBJECTIVE, Direction, StudyStatus, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -41,10 +41,14 @@ def insert_for(conn: Connection, table: Any) -> Any:
 
 
 def best_first() -> tuple[UnaryExpression[Any], ...]:
-    """What "best" means, as an ORDER BY: highest val_accuracy, ties to lower val_loss,
-    then the earlier trial. Every ranking (report, status, progress) sorts by this."""
+    """What "best" means, as an ORDER BY: the objective (highest val_accuracy), ties to
+    lower val_loss, then the earlier trial. Every ranking (report, status, progress) sorts
+    by this."""
+    objective = trials.c[OBJECTIVE.metric]
     return (
-        trials.c.val_accuracy.desc().nulls_last(),
+        (
+            objective.desc() if OBJECTIVE.direction is Direction.MAXIMIZE else objective.asc()
+        ).nulls_last(),
         trials.c.val_loss.asc().nulls_last(),
         trials.c.number.asc(),
     )

@@ -34,7 +34,7 @@ from seqsweep.errors import (
     UsageError,
 )
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
-from seqsweep.urls import mask_url
+from seqsweep.urls import DB_ENV, mask_url, sqlite_path
 from seqsweep.vocab import StudyStatus, TrialStatus
 
 
@@ -43,9 +43,20 @@ class ResultStore(TrialLifecycle, StudyOverview):
 
     _per_process: ClassVar[dict[str, tuple[int, ResultStore]]] = {}
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, create: bool = True) -> None:
+        """Open the results DB at ``url``; ``create=False`` refuses a SQLite file that is missing.
+
+        Commands that only read results pass ``create=False``: a typo in a path or the
+        wrong folder must not leave an empty ``seqsweep.db`` behind and report no studies.
+        """
         self.url = url
         self.masked_url = mask_url(url)
+        path = sqlite_path(url)
+        if not create and path is not None and not path.exists():
+            raise UsageError(
+                f"no results DB at {path}: the file does not exist; run the command where "
+                f"launch wrote it, or pass --db URL (or set ${DB_ENV})"
+            )
         self._engine: Engine = make_engine(url)
         if migrate:
             self.migrate()

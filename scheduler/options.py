@@ -1,0 +1,116 @@
+"""What ``launch`` takes, with its defaults: one place for the CLI's flags and the Python API.
+
+The CLI's flag names (``--trial-timeout``) and the Python API's keyword arguments
+(``trial_timeout=``) are the same names, and :meth:`LaunchOptions.from_flags` maps them
+onto the options and the study's :class:`~seqsweep.settings.StudySettings`, so a default
+is written once, in these two dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.sampling import MAX_SEED
+from seqsweep.errors import UsageError
+from seqsweep.messages import check_study_name
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
+from seqsweep.urls import resolve_broker_url, resolve_db_url
+
+#: The study a command means when none is named.
+DEFAULT_STUDY = "default"
+#: Flags whose option (or setting) has another name; every other flag keeps its name.
+_RENAMED = {
+    "db": "db_url",
+    "broker": "broker_url",
+    "space": "space_file",
+    "data": "data_file",
+    "top": "top_k",
+    "trial_timeout": "trial_timeout_s",
+}
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Everything ``launch`` needs; checks itself on construction."""
+
+    study: str = DEFAULT_STUDY
+    trials: int = 100
+    #: ``--db`` / ``$SEQSWEEP_DB_URL`` / ``sqlite:///seqsweep.db``, resolved when made.
+    db_url: str = field(default_factory=lambda: resolve_db_url(None))
+    broker_url: str = field(default_factory=lambda: resolve_broker_url(None))
+    seed: int | None = None
+    space_file: Path | None = None
+    data_file: Path | None = None
+    target: str | None = None
+    settings: StudySettings = field(default_factory=StudySettings)
+    #: Worker processes ``launch`` starts here; 0 waits for remote workers.
+    local_workers: int = field(default_factory=_cores)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: Rows of the report's top-k table.
+    top_k: int = 5
+    poll_interval_s: float = 1.0
+    worker_log: Path = Path("seqsweep-workers.log")
+
+    def __post_init__(self) -> None:
+        check_study_name(self.study)
+        _check_count("--trials", self.trials, 1, "e.g. --trials 100")
+        _check_count("--local-workers", self.local_workers, 0, "0 waits for remote workers")
+        _check_count("--max-attempts", self.max_attempts, 1, "use e.g. 3")
+        _check_count("--top", self.top_k, 1, "e.g. --top 5")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed <= MAX_SEED
+        ):
+            raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+
+    @classmethod
+    def from_flags(cls, **flags: Any) -> LaunchOptions:
+        """Options from the launch flags by name (``trial_timeout=60``, ``db="sqlite:///r.db"``).
+
+        A flag left out (or ``None``) keeps its default; an unknown name is refused.
+        """
+        names = _flag_names()
+        options: dict[str, Any] = {}
+        settings: dict[str, Any] = {}
+        for flag, value in flags.items():
+            if flag not in names:
+                raise UsageError(
+                    f"unknown launch option {flag!r}; the options are {', '.join(sorted(names))}"
+                )
+            name, is_setting = names[flag]
+            if value is not None:
+                (settings if is_setting else options)[name] = value
+        options["db_url"] = resolve_db_url(options.get("db_url"))
+        options["broker_url"] = resolve_broker_url(options.get("broker_url"))
+        for name in ("space_file", "data_file", "worker_log"):
+            if name in options:
+                options[name] = Path(options[name])
+        return cls(settings=StudySettings(**settings), **options)
+
+
+def _flag_names() -> dict[str, tuple[str, bool]]:
+    """Flag name -> (field name, whether it is a study setting)."""
+    flag_of = {field: flag for flag, field in _RENAMED.items()}
+    names = {
+        flag_of.get(f.name, f.name): (f.name, False)
+        for f in dataclasses.fields(LaunchOptions)
+        if f.name != "settings"
+    }
+    names.update(
+        {flag_of.get(f.name, f.name): (f.name, True) for f in dataclasses.fields(StudySettings)}
+    )
+    return names
+
+
+def _check_count(flag: str, value: object, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{flag} must be an integer >= {minimum}, got {value!r}; {fix}")
