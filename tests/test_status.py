@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from scheduler.status import cancel_study, format_study, studies_status, study_s
 from seqsweep.db import ResultStore
 from seqsweep.errors import StudyConflictError
 from tests.conftest import run_cli, write_tiny_csv
-from tests.processes import launch, rows, wait_until
+from tests.processes import launch, rows, wait_until, worker_node
 from tests.test_store import _claim, _create, _expire, _result
 
 
@@ -84,6 +85,57 @@ def test_a_lost_trial_of_a_cancelled_study_is_cancelled_not_requeued(db_url: str
     assert (recovery.requeued, recovery.gave_up, recovery.cancelled) == ((), (), (0,))
     lost = store.get_trials(study.id, [0])[0]
     assert lost.status == "cancelled" and "the study was cancelled" in (lost.error or "")
+
+
+def test_whoever_records_the_last_outcome_completes_the_study(db_url: str) -> None:
+    """A worker's result, a worker's failure or a recovery that gives up: each completes."""
+    store = ResultStore(db_url)
+    study, _ = _create(store, 3, name="a", max_attempts=1)
+    first, second = _claim(store, study.id, 0), _claim(store, study.id, 1)
+    assert store.finish_trial(first, _result(0.8))
+    assert store.fail_trial(second, "ValueError: boom")
+    assert store.require_study("a").status == "running", "trial 2 is still queued"
+    _expire(store, study.id, 2, "host:gone")
+    assert store.recover_lost(study.id).gave_up == (2,)
+    assert store.require_study("a").status == "completed"
+
+    _create(store, 4, name="a", max_attempts=2)  # extending it runs it again
+    assert store.require_study("a").status == "running"
+    _expire(store, study.id, 3, "host:gone")
+    assert store.recover_lost(study.id).requeued == (3,)
+    assert store.require_study("a").status == "running", "a requeued trial is not an outcome"
+    assert store.finish_trial(_claim(store, study.id, 3), _result(0.7))
+    assert store.require_study("a").status == "completed"
+
+    cancelled, _ = _create(store, 2, name="c")
+    running = _claim(store, cancelled.id, 0)
+    store.cancel(cancelled.id)
+    assert store.finish_trial(running, _result(0.9))
+    assert store.require_study("c").status == "cancelled"
+
+
+def test_two_workers_finishing_the_last_two_trials_at_once_complete_the_study(
+    pg_url: str,
+) -> None:
+    """On PostgreSQL, each of two concurrent finishes could see the other's trial running."""
+    store = ResultStore(pg_url)
+    rounds = 12
+    for i in range(rounds):
+        study, _ = _create(store, 2, name=f"r{i}")
+        claims = [_claim(store, study.id, n) for n in (0, 1)]
+        barrier = threading.Barrier(2)
+
+        def finish(claimed: object, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            assert store.finish_trial(claimed, _result(0.5))  # type: ignore[arg-type]
+
+        threads = [threading.Thread(target=finish, args=(c,)) for c in claims]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    statuses = [s.status for s in store.list_studies()]
+    assert statuses == ["completed"] * rounds
 
 
 def test_report_csv_has_full_precision_and_a_column_per_parameter(sqlite_url: str) -> None:
@@ -179,3 +231,35 @@ def test_cancel_during_a_launch_stops_it_and_spares_other_studies(tmp_path: Path
             "WHERE s.name = 'other' AND t.status = 'cancelled'"
     ) == [(0,)]  # fmt: skip
     assert "study a (cancelled): 12 trials" in scheduler.output()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_detached_study_completes_with_no_launch_waiting(tmp_path: Path) -> None:
+    """``launch --detach``, then a worker started on its own: its last result completes it."""
+    write_tiny_csv(tmp_path / "tiny.csv")
+    db, broker = f"sqlite:///{tmp_path / 'r.db'}", f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    env = {"SEQSWEEP_DB_URL": db, "SEQSWEEP_BROKER_URL": broker}
+    data = ["--data", "tiny.csv", "--target", "label", "--epochs", "1", "--batch-size", "16"]
+    detached = run_cli(
+        "scheduler", "launch", "--study", "d", "--trials", "3", "--detach", *data,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert detached.returncode == 0, detached.stderr
+    node = worker_node(tmp_path, "worker", db, broker)
+    try:
+        wait_until(
+            lambda: rows(db, "SELECT status FROM studies WHERE name = 'd'") == [("completed",)],
+            180,
+            "the detached study to complete",
+            every=1.0,
+        )
+    finally:
+        node.stop()
+    shown = run_cli(
+        "scheduler", "status", "--study", "d", "--format", "json", cwd=tmp_path, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["status"] == "completed"
+    assert detail["counts"]["succeeded"] == 3 and detail["counts"]["total"] == 3

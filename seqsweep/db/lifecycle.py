@@ -149,6 +149,7 @@ class TrialLifecycle:
         """Record a successful run; False if this claim no longer holds the trial."""
         trial_id = claimed.trial_id
         with self.session() as conn:
+            _lock_study(conn, claimed.study_id)
             done = conn.execute(
                 update(trials)
                 .where(_held(claimed))
@@ -191,11 +192,13 @@ class TrialLifecycle:
                         for e in result.epochs
                     ],
                 )
+            _complete_if_done(conn, claimed.study_id)
         return True
 
     def fail_trial(self, claimed: ClaimedTrial, error: str, *, device: str | None = None) -> bool:
         """Record a failed run with its reason; False if this claim no longer holds the trial."""
         with self.session() as conn:
+            _lock_study(conn, claimed.study_id)
             values: dict[str, Any] = {
                 "status": TrialStatus.FAILED,
                 "finished_at": utcnow(),
@@ -209,9 +212,10 @@ class TrialLifecycle:
             ).scalar_one_or_none()
             if started is not None:
                 values["duration_s"] = (utcnow() - aware(started)).total_seconds()
-            return bool(
-                conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount == 1
-            )
+            if conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount != 1:
+                return False
+            _complete_if_done(conn, claimed.study_id)
+        return True
 
     def recover_lost(self, study_id: int) -> Recovery:
         """Requeue running trials whose lease has expired, or fail them after max attempts.
@@ -224,7 +228,9 @@ class TrialLifecycle:
         """
         with self.session() as conn:
             max_attempts, study_status = conn.execute(
-                select(studies.c.max_attempts, studies.c.status).where(studies.c.id == study_id)
+                select(studies.c.max_attempts, studies.c.status)
+                .where(studies.c.id == study_id)
+                .with_for_update()  # see _lock_study
             ).one()
             lost = conn.execute(
                 select(trials.c.id, trials.c.number, trials.c.attempts, trials.c.worker)
@@ -278,6 +284,7 @@ class TrialLifecycle:
                 values.update(lease_expires_at=None, worker=None)
                 if conn.execute(update(trials).where(still_lost).values(values)).rowcount:
                     target.append(row.number)
+            _complete_if_done(conn, study_id)
         return Recovery(
             requeued=tuple(requeued), gave_up=tuple(gave_up), cancelled=tuple(cancelled)
         )
@@ -343,6 +350,40 @@ class TrialLifecycle:
                     .returning(trials.c.number)
                 ).scalars()
             )
+
+
+def _lock_study(conn: Connection, study_id: int) -> None:
+    """Take the study's row lock before recording an outcome.
+
+    Outcomes of one study are then recorded one after another, so of two workers that
+    finish a study's last two trials at once, the second sees the first's trial
+    finished and completes the study (on PostgreSQL, READ COMMITTED alone lets each
+    see the other's trial still running). SQLite's ``BEGIN IMMEDIATE`` already
+    serializes every write.
+    """
+    conn.execute(select(studies.c.id).where(studies.c.id == study_id).with_for_update())
+
+
+def _complete_if_done(conn: Connection, study_id: int) -> None:
+    """Mark a running study completed once none of its trials is queued or running.
+
+    Whoever records a study's last outcome (a worker's result, a recovery that gives a
+    trial up) completes it in the same transaction: a detached study completes with no
+    ``launch`` waiting for it. A cancelled study stays cancelled.
+    """
+    unfinished = (
+        select(trials.c.id)
+        .where(
+            trials.c.study_id == study_id,
+            trials.c.status.in_([s for s in TrialStatus if not s.is_finished]),
+        )
+        .exists()
+    )
+    conn.execute(
+        update(studies)
+        .where(studies.c.id == study_id, studies.c.status == StudyStatus.RUNNING, ~unfinished)
+        .values(status=StudyStatus.COMPLETED)
+    )
 
 
 def _held(claimed: ClaimedTrial) -> ColumnElement[bool]:
