@@ -51,6 +51,22 @@ def write_tiny_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
     return path
 
 
+#: A user's own ``worker.py`` or ``models.py``: importing it leaves a marker and fails.
+HOSTILE_MODULE = """\
+import pathlib
+pathlib.Path(__file__).with_name("IMPORTED-" + __name__).touch()
+raise ImportError(f"the caller's {__name__}.py was imported instead of seqsweep's")
+"""
+
+
+def write_hostile_modules(folder: Path) -> list[str]:
+    """Give ``folder`` a ``worker.py`` and ``models.py`` of a user's project; return the names
+    of the markers they leave when imported (none may appear)."""
+    for name in ("worker", "models"):
+        (folder / f"{name}.py").write_text(HOSTILE_MODULE)
+    return ["IMPORTED-worker", "IMPORTED-models"]
+
+
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
     return write_tiny_csv(tmp_path / "tiny.csv")

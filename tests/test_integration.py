@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.conftest import REPO, run_cli, write_tiny_csv
+from tests.conftest import REPO, run_cli, write_hostile_modules, write_tiny_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,8 +90,13 @@ def _check_study(db_url: str, report: dict, n: int) -> None:
 
 
 def test_embedded_default_end_to_end(tmp_path: Path) -> None:
-    """No server: SQLite results, the SQLite broker and local workers started by launch."""
+    """No server: SQLite results, the SQLite broker and local workers started by launch.
+
+    From a user's project folder that holds its own ``worker.py`` and ``models.py``:
+    the local workers must import seqsweep's (see tests/test_names.py for the control).
+    """
     write_tiny_csv(tmp_path / "tiny.csv")
+    markers = write_hostile_modules(tmp_path)
     proc = run_cli(
         "scheduler", "launch", "--trials", "4", "--local-workers", "2", *LAUNCH, cwd=tmp_path
     )
@@ -122,6 +127,7 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
 
     # The README's SQL for the best trial gives the same answer as the reporter.
     assert _readme_query(db_url, "sqlite")[0] == best["number"]
+    assert not any((tmp_path / m).exists() for m in markers), "the user's modules were imported"
 
 
 def _readme_query(db_url: str, dialect: str) -> tuple:
