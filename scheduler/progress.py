@@ -2,9 +2,10 @@
 
 Logs and CI output get a line whenever a trial finishes and every 15 s in
 between, so they stay readable and greppable; a terminal gets one tqdm bar
-that redraws in place. Both show succeeded, failed and running out of the
-total, the best validation accuracy so far, and an ETA from this launch's own
-pace (trials finished before it, by an earlier launch, do not count).
+that redraws in place, and a Jupyter notebook a widget bar (``tqdm.auto``).
+All show succeeded, failed and running out of the total, the best validation
+accuracy so far, and an ETA from this launch's own pace (trials finished before
+it, by an earlier launch, do not count).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from seqsweep.db import Counts
 
@@ -28,7 +29,7 @@ class Progress:
     def __init__(self, stream: IO[str], say: Callable[[str], None], *, tty: bool | None = None):
         self._stream = stream
         self._say = say
-        self._tty = _isatty(stream) if tty is None else tty
+        self._tty = (_isatty(stream) or in_notebook()) if tty is None else tty
         self._bar: Any = None
         self._t0 = time.monotonic()
         self._start_finished: int | None = None
@@ -72,15 +73,18 @@ class Progress:
     def _draw(self, counts: Counts, summary: str) -> None:
         if self._bar is None:
             columns = _columns(self._stream)
+            # Follow the terminal's width; one that reports none (0) gets 100. A
+            # notebook's widget sizes itself.
+            width: dict[str, Any] = {}
+            if not in_notebook():
+                width = {"dynamic_ncols": True} if columns > 0 else {"ncols": 100}
             self._bar = tqdm(
                 total=counts.total,
                 initial=counts.finished,
                 file=self._stream,
                 unit="trial",
-                # Follow the terminal's width; one that reports none (0) gets 100.
-                dynamic_ncols=columns > 0,
-                ncols=None if columns > 0 else 100,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+                **width,
             )
         self._bar.total = counts.total
         self._bar.set_postfix_str(summary.split(": ", 1)[-1], refresh=False)
@@ -107,6 +111,13 @@ def format_eta(seconds: float | None) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def in_notebook() -> bool:
+    """True in a Jupyter kernel with ipywidgets, where ``tqdm.auto`` draws a widget bar."""
+    from tqdm import notebook
+
+    return issubclass(tqdm, notebook.tqdm)
 
 
 def _columns(stream: IO[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -42,3 +43,37 @@ def test_scheduler_and_worker_parent_never_import_a_backend() -> None:
     proc = _run(sys.executable, "-c", code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_the_core_settings_stay_cheap_to_import_for_a_worker() -> None:
+    """``import seqsweep.settings`` runs seqsweep/__init__.py, which re-exports the Python
+    API: none of the API's heavy dependencies, and no backend, may load with it."""
+    heavy = (
+        "tensorflow", "keras", "jax", "torch", "pandas", "plotly", "sklearn", "tqdm",
+        "scheduler.launch", "scheduler.report", "scheduler.html_report", "seqsweep.db",
+    )  # fmt: skip
+    code = (
+        "import sys, seqsweep.settings, seqsweep\n"
+        "assert callable(seqsweep.launch) and callable(seqsweep.load_study)\n"
+        f"print(','.join(sorted(m for m in {heavy!r} if m in sys.modules)))"
+    )
+    proc = _run(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+
+
+def test_the_core_never_imports_the_packages_above_it() -> None:
+    """seqsweep/ is the shared core: only its __init__.py (the API's face) may name
+    scheduler, and no module of it may import worker or models."""
+    above = {"scheduler", "worker", "models"}
+    for path in sorted((REPO / "seqsweep").rglob("*.py")):
+        allowed = {"scheduler"} if path == REPO / "seqsweep" / "__init__.py" else set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            tops = {name.split(".")[0] for name in names}
+            assert not (tops & above) - allowed, f"{path.relative_to(REPO)} imports {names}"
