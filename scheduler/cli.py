@@ -15,6 +15,12 @@ from typing import Any
 from scheduler.export import export_best, format_export
 from scheduler.launch import launch, start_study
 from scheduler.options import DEFAULT_STUDY, LaunchOptions
+from scheduler.optuna_export import (
+    DEFAULT_INTERVAL_S,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    OptunaExport,
+)
 from scheduler.progress import Progress
 from scheduler.recovery import recover
 from scheduler.report import REPORT_TOP, StudyReport, format_csv, format_report, study_report
@@ -189,6 +195,37 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     exp.add_argument("--trial", type=non_negative_int, help="this trial instead of the best")
     exp.add_argument("--format", choices=("table", "json"), default="table")
 
+    opt = commands.add_parser(
+        "export-optuna",
+        parents=[db, study],
+        help="write the study into an Optuna storage, to view it in optuna-dashboard",
+    )
+    opt.add_argument(
+        "--storage",
+        required=True,
+        metavar="URL",
+        help="Optuna RDB storage, e.g. sqlite:///optuna.db (never the results DB)",
+    )
+    opt.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep it in step until the study is no longer running (Ctrl-C stops sooner)",
+    )
+    opt.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="S",
+        help=f"seconds between passes with --watch, {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} "
+        "(default: %(default)g)",
+    )
+    opt.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="json: one object per pass, one per line",
+    )
+
     rec = commands.add_parser(
         "recover",
         parents=[db, broker],
@@ -219,6 +256,7 @@ def main(argv: list[str] | None = None, prog: str = "seqsweep") -> int:
         "status": _status,
         "cancel": _cancel,
         "export": _export,
+        "export-optuna": _export_optuna,
         "recover": _recover,
         "migrate": _migrate,
     }[args.command]
@@ -300,6 +338,27 @@ def _cancel(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     _emit(export_best(store, args.study, args.out, args.trial), args.format, format_export)
+    return 0
+
+
+def _export_optuna(args: argparse.Namespace) -> int:
+    from scheduler.optuna_export import export_optuna, format_optuna_export
+
+    def say(done: OptunaExport) -> None:
+        text = json.dumps(done.as_dict()) if args.format == "json" else format_optuna_export(done)
+        print(text, flush=True)
+
+    store = _existing_store(args)
+    if not args.watch:
+        export_optuna(store, args.study, args.storage, say=say)
+        return 0
+    interrupt_on_termination()
+    try:
+        export_optuna(
+            store, args.study, args.storage, watch=True, interval_s=args.interval, say=say
+        )
+    except KeyboardInterrupt:  # the usual way to stop watching a study that runs on
+        print("stopped watching; run the same command again to go on", file=sys.stderr)
     return 0
 
 

@@ -152,6 +152,7 @@ READ_COMMANDS = [
     ["cancel", "--study", "s"],
     ["export", "--study", "s", "--out", "best.keras"],
     ["recover"],
+    ["export-optuna", "--study", "s", "--storage", "sqlite:///optuna.db"],
 ]
 
 

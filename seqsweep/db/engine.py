@@ -25,19 +25,20 @@ CONNECT_TIMEOUT_S = 5
 _URL_HINT = "use e.g. sqlite:///seqsweep.db or postgresql+psycopg://USER@HOST/DB"
 
 
-def parse_db_url(url: str) -> URL:
-    """Parse a results DB URL; reject what seqsweep cannot store into."""
+def parse_db_url(url: str, flag: str = "--db") -> URL:
+    """Parse a results DB URL (or another SQL URL given as ``flag``); reject what seqsweep
+    cannot store into."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
-        raise UsageError(f"--db {mask_url(url)!r}: not a database URL; {_URL_HINT}") from None
+        raise UsageError(f"{flag} {mask_url(url)!r}: not a database URL; {_URL_HINT}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 is the driver seqsweep installs; plain postgresql:// means psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
         raise UsageError(
-            f"--db {mask_url(url)!r}: backend {backend!r} is not supported; {_URL_HINT}"
+            f"{flag} {mask_url(url)!r}: backend {backend!r} is not supported; {_URL_HINT}"
         )
     return parsed
 

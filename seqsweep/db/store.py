@@ -318,13 +318,24 @@ class ResultStore(TrialLifecycle, StudyOverview):
             return [trial_record(r) for r in conn.execute(query)]
 
     def epochs(self, trial_id: int) -> list[EpochRecord]:
+        return self.epochs_of([trial_id]).get(trial_id, [])
+
+    def epochs_of(self, trial_ids: Iterable[int]) -> dict[int, list[EpochRecord]]:
+        """Per-epoch metrics of many trials, by trial id, in a few queries."""
+        ids = list(trial_ids)
+        found: dict[int, list[EpochRecord]] = {}
         with self.session() as conn:
-            rows = conn.execute(
-                select(trial_epochs)
-                .where(trial_epochs.c.trial_id == trial_id)
-                .order_by(trial_epochs.c.epoch)
-            ).all()
-        return [EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in rows]
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(trial_epochs)
+                    .where(trial_epochs.c.trial_id.in_(ids[start : start + 500]))
+                    .order_by(trial_epochs.c.trial_id, trial_epochs.c.epoch)
+                )
+                for r in rows:
+                    found.setdefault(r.trial_id, []).append(
+                        EpochRecord(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy)
+                    )
+        return found
 
 
 def _reason(exc: SQLAlchemyError, url: str) -> str:
