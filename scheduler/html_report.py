@@ -1,10 +1,9 @@
 """``report --html``: one self-contained HTML page of a study, with interactive plots.
 
 The page inlines plotly.js once, so it opens offline and from a mail attachment alike:
-no CDN, no server. It holds the optimization history with the running best, val
-accuracy against each hyperparameter (log axes where the space samples on a log scale),
-the learning curves of the top 5 trials, a parallel-coordinates view, the importance
-ranking, the top-k table and the best configuration.
+no CDN, no server. It holds the best configuration, the figures of
+:mod:`scheduler.plots` (history, EDF, each hyperparameter, a contour of two, parallel
+coordinates, learning curves, importance, the worker timeline) and the top-k table.
 """
 
 from __future__ import annotations
@@ -18,18 +17,18 @@ from typing import Any
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
-from plotly.subplots import make_subplots
 
+from scheduler import plots
 from scheduler.importance import METHOD, Importance
 from scheduler.report import StudyReport, TrialSummary, fmt_value
-from seqsweep.db import ResultStore, TrialRecord
+from scheduler.space import SearchSpace
+from seqsweep.db import ResultStore
 from seqsweep.db.records import COUNTS_ORDER
 from seqsweep.errors import UsageError
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import OBJECTIVE, TrialStatus
 
 #: Trials whose learning curves are drawn.
 CURVES = 5
-_COLS = 4  # subplots per row in the per-parameter grid
 
 
 def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Path:
@@ -54,23 +53,48 @@ def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Pa
 def html_report(store: ResultStore, report: StudyReport) -> str:
     """The page for ``report``; reads every trial and the top trials' epochs from ``store``."""
     study = store.require_study(report.study)
+    space = SearchSpace.from_dict(study.space)
     trials = store.get_trials(study.id)
-    done = [t for t in trials if t.status == TrialStatus.SUCCEEDED and _finite(t.val_accuracy)]
-    log_params = {
-        name
-        for name, spec in study.space.items()
-        if spec.get("type") == "loguniform" or (spec.get("type") == "int" and spec.get("log"))
-    }
-    names = [n for n in study.space if len({repr(t.params.get(n)) for t in done}) > 1]
-    curves = [(t.number, store.epochs(t.id)) for t in store.top_trials(study.id, CURVES)]
-    figures: list[tuple[str, str, go.Figure | None]] = [
-        ("history", "Optimization history", _history(done)),
-        ("params", "Val accuracy against each hyperparameter", _params(done, names, log_params)),
-        ("curves", f"Learning curves of the top {CURVES} trials", _curves(curves)),
-        ("parallel", "Parallel coordinates", _parallel(done, names, log_params)),
-        ("importance", "Hyperparameter importance", _importance(report.importance)),
+    done = [
+        t
+        for t in trials
+        if t.status == TrialStatus.SUCCEEDED and _finite(getattr(t, OBJECTIVE.metric))
     ]
-    notes = {"importance": _importance_note(report.importance)}
+    names = [n for n in space.params if len({repr(t.params.get(n)) for t in done}) > 1]
+    pair = _contour_pair(names, report.importance)
+    curves = [(t.number, store.epochs(t.id)) for t in store.top_trials(study.id, CURVES)]
+    objective = OBJECTIVE.metric.replace("_", " ")
+    figures: list[tuple[str, str, go.Figure | None]] = [
+        ("history", "Optimization history", plots.history(done)),
+        ("edf", f"Empirical distribution of {objective}", plots.edf(done)),
+        (
+            "params",
+            f"{objective.capitalize()} against each hyperparameter",
+            plots.params(done, space, names),
+        ),
+        (
+            "contour",
+            f"{objective.capitalize()} over {' and '.join(pair) or 'two hyperparameters'}",
+            plots.contour(done, space, pair),
+        ),
+        ("parallel", "Parallel coordinates", plots.parallel(done, space, names)),
+        ("curves", f"Learning curves of the top {CURVES} trials", plots.curves(curves, CURVES)),
+        ("importance", "Hyperparameter importance", plots.importance(report.importance)),
+        ("timeline", "Worker timeline", plots.timeline(trials, datetime.now(UTC))),
+    ]
+    notes = {
+        "importance": _importance_note(report.importance),
+        "contour": _note(
+            "The two most important hyperparameters (the first two that vary, until "
+            "importance is known), interpolated linearly between the trials (white dots); "
+            "beyond the outermost trials, smoothly extended from them."
+        ),
+        "edf": _note(f"The share of succeeded trials whose {objective} is at most x."),
+        "timeline": _note(
+            "One row per worker process, one bar per trial from its start to its end; "
+            "gaps are idle time. A trial shows on the worker of its latest attempt."
+        ),
+    }
     sections = [_section(i, title, fig, notes.get(i, "")) for i, title, fig in figures]
     title = f"seqsweep report: {report.study}"
     return "\n".join(
@@ -91,102 +115,16 @@ def html_report(store: ResultStore, report: StudyReport) -> str:
     )
 
 
-def _history(done: list[TrialRecord]) -> go.Figure | None:
-    if not done:
-        return None
-    numbers = [t.number for t in done]
-    accs = [t.val_accuracy for t in done]
-    best, running = -math.inf, []
-    for acc in accs:
-        best = max(best, acc)  # type: ignore[type-var]
-        running.append(best)
-    fig = go.Figure()
-    fig.add_scatter(x=numbers, y=accs, mode="markers", name="trial", text=_hover(done))
-    fig.add_scatter(x=numbers, y=running, mode="lines", line_shape="hv", name="best so far")
-    fig.update_layout(xaxis_title="trial number", yaxis_title="val accuracy")
-    return fig
+def _contour_pair(names: list[str], importance: Importance | None) -> list[str]:
+    """The two most important of the parameters that vary, else the first two."""
+    if importance is not None:
+        ranked = [p.name for p in importance.params if p.name in names]
+        return (ranked + [n for n in names if n not in ranked])[:2]
+    return names[:2]
 
 
-def _params(done: list[TrialRecord], names: list[str], log_params: set[str]) -> go.Figure | None:
-    if not done or not names:
-        return None
-    rows = math.ceil(len(names) / _COLS)
-    fig = make_subplots(rows=rows, cols=min(_COLS, len(names)), subplot_titles=names)
-    for i, name in enumerate(names):
-        row, col = divmod(i, _COLS)
-        fig.add_scatter(
-            x=[t.params.get(name) for t in done],
-            y=[t.val_accuracy for t in done],
-            mode="markers",
-            marker={"color": "#636efa"},
-            text=_hover(done),
-            showlegend=False,
-            row=row + 1,
-            col=col + 1,
-        )
-        axis = {"type": "log", "title_text": f"{name} (log)"} if name in log_params else {}
-        fig.update_xaxes(row=row + 1, col=col + 1, **axis)
-        fig.update_yaxes(title_text="val accuracy" if col == 0 else None, row=row + 1, col=col + 1)
-    fig.update_layout(height=320 * rows)
-    return fig
-
-
-def _curves(curves: list[tuple[int, list[Any]]]) -> go.Figure | None:
-    if not any(epochs for _, epochs in curves):
-        return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("val loss", "val accuracy"))
-    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a")
-    for rank, (number, epochs) in enumerate(curves):
-        style = {"color": palette[rank % len(palette)]}
-        x = [e.epoch for e in epochs]
-        for col, metric in ((1, "val_loss"), (2, "val_accuracy")):
-            fig.add_scatter(
-                x=x,
-                y=[getattr(e, metric) for e in epochs],
-                mode="lines+markers",
-                name=f"#{rank + 1}: trial {number}",
-                legendgroup=str(number),
-                showlegend=col == 1,
-                line=style,
-                row=1,
-                col=col,
-            )
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    return fig
-
-
-def _parallel(done: list[TrialRecord], names: list[str], log_params: set[str]) -> go.Figure | None:
-    if not done:
-        return None
-    dims = []
-    for name in names:
-        values = [t.params.get(name) for t in done]
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            if name in log_params:
-                dims.append({"label": f"log10({name})", "values": [math.log10(v) for v in values]})
-            else:
-                dims.append({"label": name, "values": values})
-        else:  # text choices: one tick per value
-            levels = sorted({str(v) for v in values})
-            ticks = {"tickvals": list(range(len(levels))), "ticktext": levels}
-            codes = [levels.index(str(v)) for v in values]
-            dims.append({"label": name, "values": codes, **ticks})
-    accs = [t.val_accuracy for t in done]
-    dims.append({"label": "val accuracy", "values": accs})
-    line = {"color": accs, "colorscale": "Viridis", "showscale": True}
-    return go.Figure(go.Parcoords(line=line, dimensions=dims))
-
-
-def _importance(importance: Importance | None) -> go.Figure | None:
-    if importance is None or not importance.params:
-        return None
-    ranked = list(reversed(importance.params))  # plotly draws bars bottom-up
-    fig = go.Figure(
-        go.Bar(x=[p.share for p in ranked], y=[p.name for p in ranked], orientation="h")
-    )
-    fig.update_layout(xaxis_title="share of importance", xaxis_tickformat=".0%", height=300)
-    fig.update_yaxes(automargin=True)
-    return fig
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
 
 
 def _section(div_id: str, title: str, fig: go.Figure | None, note: str = "") -> str:
@@ -256,14 +194,6 @@ def _top_table(top: tuple[TrialSummary, ...]) -> str:
         f"<section><h2>Top {len(top)} trials</h2>"
         f'<table id="top"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></section>'
     )
-
-
-def _hover(done: list[TrialRecord]) -> list[str]:
-    return [
-        f"trial {t.number}<br>"
-        + "<br>".join(f"{html.escape(k)}={html.escape(fmt_value(v))}" for k, v in t.params.items())
-        for t in done
-    ]
 
 
 def _finite(value: float | None) -> bool:

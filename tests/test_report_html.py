@@ -23,22 +23,30 @@ _PLOTS_JS = """() => Object.fromEntries(
     lines: d.querySelectorAll('.scatterlayer .js-line').length,
     bars: d.querySelectorAll('.barlayer .point').length,
     axes: d.querySelectorAll('.parcoords .y-axis').length,
+    contours: d.querySelectorAll('.contourlayer .contourlevel').length,
+    xtypes: Object.keys(d._fullLayout).filter(k => /^xaxis[0-9]*$/.test(k)).sort()
+      .map(k => d._fullLayout[k].type),
+    rows: (d._fullLayout.yaxis || {}).categoryarray || [],
   }]))"""
 
 
+WORKERS = ("host-a:11", "host-a:12", "host-b:21")
+
+
 def _study(url: str, n: int = 20) -> ResultStore:
-    """A study whose val accuracy follows the learning rate, plus one failed and one queued."""
+    """A study whose val accuracy follows the learning rate, plus one failed and one queued,
+    trained by three worker processes."""
     store = ResultStore(url)
     study, _ = _create(store, n, name="html")
     for number in range(n - 2):
-        claimed = _claim(store, study.id, number, "host:1")
+        claimed = _claim(store, study.id, number, WORKERS[number % 3])
         acc = 0.9 + 0.05 * math.log10(claimed.params["learning_rate"])
         epochs = tuple(
             EpochRecord(e, 1 - acc * e / 3, acc * e / 3, 1.1 - acc * e / 3, acc * e / 3)
             for e in (1, 2, 3)
         )
         store.finish_trial(claimed, TrialResult(1 - acc, acc, 1 - acc, acc, 0.5, "cpu", epochs))
-    store.fail_trial(_claim(store, study.id, n - 2, "host:1"), "ValueError: boom")
+    store.fail_trial(_claim(store, study.id, n - 2, WORKERS[0]), "ValueError: boom")
     return store
 
 
@@ -93,10 +101,17 @@ def test_html_report_renders_every_plot_offline_with_no_console_errors(
     succeeded = 18
     assert plots["history"]["points"] == succeeded  # the running best is the line
     assert plots["history"]["lines"] == 1
+    assert plots["edf"]["points"] == succeeded and plots["edf"]["lines"] == 1
     assert plots["params"]["points"] == succeeded * 4  # one panel per hyperparameter
+    # dense_units is a choice of widths: categories; the learning rate: a log axis.
+    assert plots["params"]["xtypes"] == ["category", "linear", "linear", "log"]
+    assert plots["contour"]["points"] == succeeded and plots["contour"]["contours"] >= 3
+    assert plots["contour"]["xtypes"] == ["log"]  # learning_rate, the most important
     assert plots["curves"]["lines"] == 5 * 2  # top 5, val loss and val accuracy
     assert plots["parallel"]["axes"] == 5  # 4 hyperparameters + val accuracy
     assert plots["importance"]["bars"] == 4
+    assert plots["timeline"]["bars"] == succeeded + 1  # and the failed trial
+    assert plots["timeline"]["rows"] == list(WORKERS)
     assert all(p["svg"] > 0 for p in plots.values())
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
@@ -135,7 +150,7 @@ def test_a_young_study_still_gets_a_page(sqlite_url: str, tmp_path: Path) -> Non
     assert main(["report", "--db", sqlite_url, "--study", "young", "--html", str(out)]) == 0
     page = out.read_text()
     assert "No trial has succeeded yet." in page
-    assert page.count("Not enough succeeded trials to draw this yet.") == 5
+    assert page.count("Not enough succeeded trials to draw this yet.") == 8
 
 
 def test_html_to_a_missing_folder_is_one_line_and_writes_nothing(
