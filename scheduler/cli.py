@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.export import export_best, format_export
 from scheduler.launch import launch, start_study
-from scheduler.options import DEFAULT_STUDY, LaunchOptions
+from scheduler.options import DEFAULT_STUDY, LaunchOptions, flag_names
 from scheduler.optuna_export import (
     DEFAULT_INTERVAL_S,
     MAX_INTERVAL_S,
@@ -56,21 +56,16 @@ from seqsweep.vocab import StudyStatus
 #: The flags' defaults are the options' and the study settings' (one place each).
 _LAUNCH = LaunchOptions()
 _STUDY = _LAUNCH.settings
-#: The flags of ``launch``, by their names in LaunchOptions.from_flags.
-_LAUNCH_FLAGS = (
-    "study", "trials", "seed", "space", "data", "target", "epochs", "batch_size",
-    "val_fraction", "test_fraction", "trial_timeout", "pack_size", "local_workers",
-    "max_attempts", "db", "broker", "top",
-)  # fmt: skip
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = OneLineParser(
+def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
+    """The ``seqsweep`` command line: one subcommand per task."""
+    cli = OneLineParser(
         prog=prog,
         description="Distributed hyperparameter search for Keras Sequential models on Celery.",
     )
-    parser.add_argument("--version", action="version", version=f"seqsweep {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    cli.add_argument("--version", action="version", version=f"seqsweep {__version__}")
+    commands = cli.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     db = OneLineParser(add_help=False)
     db.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or {DEFAULT_DB_URL})")
@@ -239,17 +234,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         parents=[db],
         help="create or upgrade the results DB schema (also done automatically)",
     )
-    return parser
+    return cli
 
 
 def main(argv: list[str] | None = None, prog: str = "seqsweep") -> int:
     """The ``seqsweep`` console script; ``python -m scheduler`` passes its own ``prog``."""
-    parser = _parser(prog)
-    args = parser.parse_args(argv)
+    cli = parser(prog)
+    args = cli.parse_args(argv)
     if hasattr(args, "study_flag"):
-        args.study = _one_study(parser, args.name, args.study_flag)
+        args.study = _one_study(cli, args.name, args.study_flag)
         if args.command == "cancel" and args.study is None:
-            parser.error("cancel needs the study to stop: seqsweep cancel --study NAME")
+            cli.error("cancel needs the study to stop: seqsweep cancel --study NAME")
     handler = {
         "launch": _launch,
         "report": _report,
@@ -276,7 +271,7 @@ def _one_study(
 
 def _launch(args: argparse.Namespace) -> int:
     interrupt_on_termination()  # a killed launch must still stop its local workers
-    options = LaunchOptions.from_flags(**{flag: getattr(args, flag) for flag in _LAUNCH_FLAGS})
+    options = launch_options(args)
     # With --format json, stdout carries only the report; progress goes to stderr.
     stream = sys.stderr if args.format == "json" else sys.stdout
 
@@ -301,6 +296,12 @@ def _launch(args: argparse.Namespace) -> int:
             "and see the error column in the trials table"
         )
     return 0
+
+
+def launch_options(args: argparse.Namespace) -> LaunchOptions:
+    """The options of a parsed ``launch``: every flag that names one (not --format, ...)."""
+    names = flag_names()
+    return LaunchOptions.from_flags(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _existing_store(args: argparse.Namespace) -> ResultStore:

@@ -78,7 +78,7 @@ class LaunchOptions:
 
         A flag left out (or ``None``) keeps its default; an unknown name is refused.
         """
-        names = _flag_names()
+        names = _fields_by_flag()
         options: dict[str, Any] = {}
         settings: dict[str, Any] = {}
         for flag, value in flags.items():
@@ -97,7 +97,12 @@ class LaunchOptions:
         return cls(settings=StudySettings(**settings), **options)
 
 
-def _flag_names() -> dict[str, tuple[str, bool]]:
+def flag_names() -> frozenset[str]:
+    """Every name :meth:`LaunchOptions.from_flags` takes."""
+    return frozenset(_fields_by_flag())
+
+
+def _fields_by_flag() -> dict[str, tuple[str, bool]]:
     """Flag name -> (field name, whether it is a study setting)."""
     flag_of = {field: flag for flag, field in _RENAMED.items()}
     names = {

@@ -7,11 +7,14 @@ but fail under CI=true: CI must never go green by skipping the real thing.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ PG_ADMIN_URLS = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",
 )
 REDIS_URL = os.environ.get("SEQSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def require(service: str, problem: str) -> None:
@@ -152,3 +156,36 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def chromium_page(allowed: str, width: int = 1300) -> Iterator[tuple[Any, list[str]]]:
+    """A page in Debian's headless Chromium (driven by Playwright, no browser download)
+    that may fetch only URLs starting with ``allowed``.
+
+    Yields the page and a list that collects every problem: console errors, uncaught
+    exceptions and refused requests (a CDN, fonts, anything beyond ``allowed``).
+    """
+    if CHROMIUM is None:
+        require("Debian's chromium", "install it with `apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+
+            def guard(route: Any) -> None:
+                if route.request.url.startswith(allowed):
+                    route.continue_()
+                else:
+                    problems.append(f"fetched {route.request.url}")
+                    route.abort()
+
+            page.route("**/*", guard)
+            yield page, problems
+        finally:
+            browser.close()

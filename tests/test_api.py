@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import seqsweep
-from scheduler.cli import _LAUNCH_FLAGS, _parser
+from scheduler.cli import launch_options, parser
 from scheduler.options import LaunchOptions
 from scheduler.report import study_report
 from seqsweep.db import ResultStore
@@ -83,8 +83,7 @@ def test_launch_takes_the_cli_flags_with_the_cli_defaults(
 ) -> None:
     """One place for defaults: the flags' defaults and the API's are the same options."""
     monkeypatch.chdir(tmp_path)
-    args = _parser("seqsweep").parse_args(["launch"])
-    from_cli = LaunchOptions.from_flags(**{flag: getattr(args, flag) for flag in _LAUNCH_FLAGS})
+    from_cli = launch_options(parser().parse_args(["launch"]))
     assert from_cli == LaunchOptions.from_flags() == LaunchOptions()
     with pytest.raises(UsageError, match="unknown launch option 'trial'; the options are "):
         seqsweep.launch(trial=3)

@@ -24,9 +24,9 @@ from scheduler.sampling import sample
 from scheduler.space import SearchSpace
 from seqsweep.db import ClaimedTrial, EpochRecord, ResultStore, TrialRecord, TrialResult
 from seqsweep.settings import StudySettings
-from tests.conftest import require
+from seqsweep.urls import mask_url
+from tests.conftest import chromium_page
 from tests.processes import Proc, child_env, free_port, wait_until
-from tests.test_report_html import CHROMIUM
 
 #: Every kind of distribution a space has, each as Optuna must see it.
 SPACE = SearchSpace.from_dict(
@@ -126,16 +126,24 @@ def _check(store: ResultStore, storage: str, name: str = "s") -> list[optuna.tri
     return theirs
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An Optuna storage of its own: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 def test_every_trial_reaches_optuna_as_seqsweep_recorded_it(
-    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sqlite_url: str, storage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = _study(sqlite_url)
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = ["export-optuna", "--db", sqlite_url, "--study", "s", "--storage", storage]
     assert main(args) == 0
+    shown = mask_url(storage)
     assert capsys.readouterr().out == (
-        f"study s (running): 10 trials in {storage} (10 added, 0 updated); "
-        f"view them with optuna-dashboard {storage}\n"
+        f"study s (running): 10 trials in {shown} (10 added, 0 updated); "
+        f"view them with optuna-dashboard {shown}\n"
     )
     theirs = _check(store, storage)
     ours = {t.number: t for t in store.get_trials(store.require_study("s").id)}
@@ -148,7 +156,7 @@ def test_every_trial_reaches_optuna_as_seqsweep_recorded_it(
     # Idempotent: a second pass adds nothing and changes nothing.
     assert main([*args, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "study": "s", "storage": storage, "status": "running", "trials": 10,
+        "study": "s", "storage": shown, "status": "running", "trials": 10,
         "created": 0, "updated": 0,
     }  # fmt: skip
 
@@ -266,10 +274,6 @@ def _finish_running(store: ResultStore, name: str, number: int) -> None:
 @pytest.mark.slow
 def test_optuna_dashboard_shows_the_exported_study_offline(sqlite_url: str, tmp_path: Path) -> None:
     """optuna-dashboard, on loopback, draws the study; Chromium may fetch nothing else."""
-    if CHROMIUM is None:
-        require("Debian's chromium", "install it with `apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
     store = _study(sqlite_url, trials=24, succeed=20)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     assert main(["export-optuna", "--db", sqlite_url, "--study", "s", "--storage", storage]) == 0
@@ -286,34 +290,18 @@ def test_optuna_dashboard_shows_the_exported_study_offline(sqlite_url: str, tmp_
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(f"{url}/api/studies"), 60, "optuna-dashboard", every=0.5)
-        problems: list[str] = []
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-                page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
-
-                def loopback_only(route: Any) -> None:
-                    if route.request.url.startswith(url):
-                        route.continue_()
-                    else:
-                        problems.append(f"fetched {route.request.url}")
-                        route.abort()
-
-                page.route("**/*", loopback_only)
-                page.goto(f"{url}/dashboard/studies/1", wait_until="networkidle")
-                page.wait_for_selector("#plot-history .scatterlayer .point", timeout=30_000)
-                page.wait_for_timeout(1000)
-                drawn = page.evaluate(
-                    """() => Object.fromEntries(['plot-history', 'graph-intermediate-values']
-                      .map(id => [id, document.querySelectorAll(
-                        `#${id} .scatterlayer .point`).length]))"""
-                )
-                text = page.inner_text("body")
-                page.screenshot(path=str(tmp_path / "optuna-dashboard.png"), full_page=True)
-            finally:
-                browser.close()
+        with chromium_page(allowed=url, width=1400) as (page, problems):
+            page.goto(f"{url}/dashboard/studies/1", wait_until="networkidle")
+            # The page parses a 2 MB bundle first: slow on a loaded machine.
+            page.wait_for_selector("#plot-history .scatterlayer .point", timeout=120_000)
+            page.wait_for_timeout(1000)
+            drawn = page.evaluate(
+                """() => Object.fromEntries(['plot-history', 'graph-intermediate-values']
+                  .map(id => [id, document.querySelectorAll(
+                    `#${id} .scatterlayer .point`).length]))"""
+            )
+            text = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "optuna-dashboard.png"), full_page=True)
     finally:
         dashboard.stop()
     assert problems == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,9 @@ import pytest
 
 from scheduler.cli import main
 from seqsweep.db import EpochRecord, ResultStore, TrialResult
-from tests.conftest import require
+from tests.conftest import chromium_page
 from tests.test_store import _claim, _create
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Counts every plot's drawn marks, so a plot that is there but empty fails.
 _PLOTS_JS = """() => Object.fromEntries(
   Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => [d.id, {
@@ -56,33 +54,12 @@ def _render(page_file: Path, screenshot: Path | None = None) -> tuple[list[str],
     Returns the console errors, uncaught exceptions and refused requests, and per plot
     the count of what it drew.
     """
-    if CHROMIUM is None:
-        require("Debian's chromium", "install it with `apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-            page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
-
-            def offline(route: Any) -> None:
-                if route.request.url.startswith("file:"):
-                    route.continue_()
-                else:
-                    problems.append(f"fetched {route.request.url}")
-                    route.abort()
-
-            page.route("**/*", offline)
-            page.goto(page_file.as_uri(), wait_until="load")
-            page.wait_for_timeout(300)  # parcoords draws on the next animation frame
-            plots = page.evaluate(_PLOTS_JS)
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(allowed="file:") as (page, problems):
+        page.goto(page_file.as_uri(), wait_until="load")
+        page.wait_for_timeout(300)  # parcoords draws on the next animation frame
+        plots = page.evaluate(_PLOTS_JS)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
     return problems, plots
 
 
