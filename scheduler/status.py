@@ -71,7 +71,11 @@ def studies_status(store: ResultStore) -> StudiesOverview:
     return StudiesOverview(tuple(store.study_summaries()))
 
 
-def study_status(store: ResultStore, name: str, failures: int = 5) -> StudyDetail:
+#: Failed trials that ``status STUDY`` lists, newest first.
+LAST_FAILURES = 5
+
+
+def study_status(store: ResultStore, name: str, failures: int = LAST_FAILURES) -> StudyDetail:
     """One study in detail: its summary, counts per worker, and its latest failures."""
     study = store.require_study(name)
     (summary,) = store.study_summaries(study.id)

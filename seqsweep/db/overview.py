@@ -80,7 +80,7 @@ class StudyOverview:
             for worker, states in sorted(by_worker.items())
         ]
 
-    def last_failures(self, study_id: int, limit: int = 5) -> list[TrialRecord]:
+    def last_failures(self, study_id: int, limit: int) -> list[TrialRecord]:
         """The study's most recently failed trials, newest first, with their errors."""
         with self.session() as conn:
             rows = conn.execute(
