@@ -38,6 +38,8 @@ _STATE_COLOURS = {
 _OBJECTIVE_TITLE = OBJECTIVE.metric.replace("_", " ")
 #: A legend above the plot, left-aligned: one at the right is cut off by narrow pages.
 _LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}
+#: Log-axis ticks as 0.0001, not plotly's SI "100µ".
+_PLAIN_NUMBERS = {"exponentformat": "none"}
 
 
 class Axis(StrEnum):
@@ -65,7 +67,7 @@ def _axis_layout(name: str, dist: Distribution) -> dict[str, Any]:
         labels = [str(v) for v in _categories(dist)]
         return {"type": "category", "categoryorder": "array", "categoryarray": labels}
     if kind is Axis.LOG:
-        return {"type": "log", "title_text": f"{name} (log)"}
+        return {"type": "log", "title_text": f"{name} (log)", **_PLAIN_NUMBERS}
     return {"type": "linear"}
 
 
@@ -192,7 +194,7 @@ def _contour_axis(dist: Distribution) -> dict[str, Any]:
     if kind is Axis.CATEGORY:
         labels = [str(v) for v in _categories(dist)]
         return {"tickvals": list(range(len(labels))), "ticktext": labels}
-    return {"type": "log"} if kind is Axis.LOG else {}
+    return {"type": "log", **_PLAIN_NUMBERS} if kind is Axis.LOG else {}
 
 
 def _interpolate(
@@ -324,7 +326,11 @@ def timeline(trials: list[TrialRecord], now: datetime) -> go.Figure | None:
     fig.update_xaxes(type="date", title_text="time (UTC)")
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=workers, automargin=True)
     fig.update_layout(
-        barmode="overlay", height=140 + 28 * len(workers), legend=_LEGEND_ABOVE, bargap=0.3
+        barmode="overlay",
+        height=140 + 28 * len(workers),
+        legend=_LEGEND_ABOVE,
+        showlegend=True,  # the colours' key, even when every trial is in one state
+        bargap=0.3,
     )
     return fig
 
