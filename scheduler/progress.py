@@ -11,6 +11,7 @@ it, by an earlier launch, do not count).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -115,6 +116,8 @@ def format_eta(seconds: float | None) -> str:
 
 def in_notebook() -> bool:
     """True in a Jupyter kernel with ipywidgets, where ``tqdm.auto`` draws a widget bar."""
+    if "IPython" not in sys.modules:  # a kernel has it loaded; a terminal need not pay for it
+        return False
     from tqdm import notebook
 
     return issubclass(tqdm, notebook.tqdm)
