@@ -225,7 +225,11 @@ def test_cancel_during_a_launch_stops_it_and_spares_other_studies(tmp_path: Path
         db, "SELECT count(*) FROM trials WHERE status = 'cancelled' AND started_at IS NOT NULL"
     ) == [(0,)]
     assert rows(db, "SELECT status FROM studies WHERE name = 'a'") == [("cancelled",)]
-    assert rows(db, "SELECT status FROM studies WHERE name = 'other'") == [("running",)]
+    # The local worker may have run the other study's two trials too, which completes it.
+    assert rows(db, "SELECT status FROM studies WHERE name = 'other'") in (
+        [("running",)],
+        [("completed",)],
+    )
     assert rows(
         db, "SELECT count(*) FROM trials t JOIN studies s ON s.id = t.study_id "
             "WHERE s.name = 'other' AND t.status = 'cancelled'"
