@@ -15,6 +15,7 @@ also kept as the user attributes ``started_at`` and ``finished_at``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -50,14 +51,7 @@ class OptunaExport:
     updated: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "study": self.study,
-            "storage": self.storage,
-            "status": self.status,
-            "trials": self.trials,
-            "created": self.created,
-            "updated": self.updated,
-        }
+        return dataclasses.asdict(self)
 
 
 def optuna_distribution(dist: Distribution) -> Any:

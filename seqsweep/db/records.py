@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -175,12 +175,7 @@ class WorkerCounts:
     running: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "worker": self.worker,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "running": self.running,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
