@@ -29,8 +29,8 @@ def main() -> None:
     from scheduler.data import synthetic_dataset
     from seqsweep.dataset import split_dataset
     from seqsweep.settings import StudySettings
-    from worker.packing import run_pack
-    from worker.training import run_trial
+    from seqsweep.trial.alone import run_trial
+    from seqsweep.trial.packed import run_pack
 
     splits = split_dataset(synthetic_dataset(n_rows=ROWS), 0, 0.2, 0.2)
     settings = StudySettings(epochs=args.epochs, batch_size=32, pack_size=64)

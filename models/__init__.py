@@ -1,9 +1,9 @@
-"""Network builders. Importing this package imports Keras: only workers may do it."""
+"""Network builders. Importing this package imports Keras: only workers may do it.
 
-from seqsweep.db.engine import load_pg_driver_before_keras
+It knows nothing of the results DB: the trial layer (``seqsweep.trial``) loads
+what must precede Keras before it imports this.
+"""
 
-load_pg_driver_before_keras()
-
-from models.sequential import build_model  # noqa: E402
+from models.sequential import build_model
 
 __all__ = ["build_model"]

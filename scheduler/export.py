@@ -17,7 +17,7 @@ from typing import Any
 
 from scheduler.report import fmt_value
 from seqsweep.db import ResultStore
-from seqsweep.errors import UsageError
+from seqsweep.errors import TrialError, UsageError
 from seqsweep.settings import StudySettings
 from seqsweep.vocab import TrialStatus
 
@@ -95,30 +95,26 @@ def export_best(
         record = found[0]
 
     # Keras is imported lazily, and only here.
-    from worker.packing import run_member
-    from worker.training import run_study_trial, study_splits
+    from seqsweep.trial import study_splits, train
 
     settings = StudySettings.from_dict(study.settings)
     splits = study_splits(store.load_dataset(study.dataset_hash), study.seed, settings)
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.keras")
-    keep = lambda model: model.save(partial)  # noqa: E731
+    # A packed trial is retrained in its whole pack: same batches and dropout masks.
+    numbers = record.pack or (record.number,)
+    params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
     try:
-        if settings.pack_size > 1:  # retrain the whole pack: same batches and dropout masks
-            numbers = record.pack or (record.number,)
-            params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
-            pack = {n: params[n] for n in numbers}
-            result = run_member(
-                record.number, pack, splits, settings, study_seed=study.seed, keep=keep
-            )
-        else:
-            result = run_study_trial(
-                record.params,
-                splits,
-                settings,
-                study_seed=study.seed,
-                number=record.number,
-                keep=keep,
-            )
+        outcome = train(
+            {n: params[n] for n in numbers},
+            splits,
+            settings,
+            study_seed=study.seed,
+            keep=lambda model: model.save(partial),
+            keep_number=record.number,
+        )[numbers.index(record.number)]
+        if isinstance(outcome, TrialError):
+            raise outcome
+        result = outcome
         partial.replace(out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from seqsweep.broker import check_broker, make_app
 from seqsweep.dataset import split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError
+from seqsweep.seeds import fresh_study_seed
 from seqsweep.urls import mask_url
 from seqsweep.vocab import TrialStatus
 
@@ -63,7 +63,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     study, added = store.create_study(
         opts.study,
         seed=opts.seed,
-        fresh_seed=secrets.randbelow(2**31),  # short enough to type back
+        fresh_seed=fresh_study_seed(),
         space=space.to_dict(),
         settings=opts.settings.to_dict(),
         data=data,

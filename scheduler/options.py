@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.sampling import MAX_SEED
 from seqsweep.errors import UsageError
 from seqsweep.messages import check_study_name
+from seqsweep.seeds import MAX_SEED
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import resolve_broker_url, resolve_db_url
 

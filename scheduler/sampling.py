@@ -8,24 +8,19 @@ trial 57 is the same whether a study runs 60 or 100 trials.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import numpy as np
 
 from scheduler.space import Choice, Distribution, Fixed, IntRange, LogUniform, SearchSpace, Uniform
-
-MAX_SEED = 2**63 - 1
+from seqsweep.seeds import MAX_SEED, param_rng
 
 
 def sample(space: SearchSpace, seed: int, number: int) -> dict[str, Any]:
     """Return the parameters of trial ``number`` of a study seeded with ``seed``."""
     if not 0 <= seed <= MAX_SEED or number < 0:
         raise ValueError(f"seed and number must be non-negative, got {seed}, {number}")
-    return {
-        name: _draw(dist, np.random.default_rng([seed, number, zlib.crc32(name.encode())]))
-        for name, dist in space.params.items()
-    }
+    return {name: _draw(dist, param_rng(seed, number, name)) for name, dist in space.params.items()}
 
 
 def _draw(dist: Distribution, rng: np.random.Generator) -> Any:

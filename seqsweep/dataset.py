@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqsweep.errors import DataError
+from seqsweep.seeds import split_rng
 
 #: Each of train, validation and test needs at least this many rows.
 MIN_ROWS_PER_SPLIT = 2
@@ -108,7 +109,7 @@ def split_dataset(data: Dataset, seed: int, val_fraction: float, test_fraction: 
     information from validation or test leaks into training.
     """
     n_train, n_val, _ = split_sizes(data.n_rows, val_fraction, test_fraction)
-    order = np.random.default_rng([seed, 0x5EED]).permutation(data.n_rows)
+    order = split_rng(seed).permutation(data.n_rows)
     train, val, test = np.split(order, [n_train, n_train + n_val])
     x = data.X.astype(np.float32)
     mean = x[train].mean(axis=0)

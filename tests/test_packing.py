@@ -14,9 +14,9 @@ from scheduler.data import synthetic_dataset
 from seqsweep.dataset import Splits, split_dataset
 from seqsweep.db import ResultStore, TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
-from worker.packing import pack_shape, run_pack
-from worker.training import trial_seed
+from seqsweep.trial.packed import pack_shape, run_pack
 
 SETTINGS = StudySettings(epochs=2, batch_size=32, pack_size=8)
 NUMBERS = [10, 11, 12, 13, 14, 15]

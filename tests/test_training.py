@@ -10,8 +10,9 @@ from scheduler.space import Fixed, SearchSpace, default_space
 from seqsweep.dataset import Dataset, Splits, split_dataset
 from seqsweep.db import ResultStore
 from seqsweep.errors import TrialError
+from seqsweep.seeds import trial_seed
+from seqsweep.trial.alone import run_trial
 from worker.tasks import _train_and_record
-from worker.training import run_trial, trial_seed
 
 PARAMS = {"dense_units": 16, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-2}
 

@@ -1,15 +1,18 @@
 """Make issue-10 test assets with the code BEFORE issue 10 (run once, from the worktree)."""
-import json, sys
+
+import json
 from pathlib import Path
+
 import numpy as np
+from worker.packing import run_pack
+from worker.training import run_study_trial, study_splits
+
 from scheduler.sampling import sample
 from scheduler.space import default_space
-from seqsweep.dataset import Dataset, split_dataset
+from seqsweep.dataset import Dataset
 from seqsweep.db import ResultStore
 from seqsweep.settings import StudySettings
 from worker.tasks import _train_and_record
-from worker.training import run_study_trial, study_splits
-from worker.packing import run_pack
 
 ASSETS = Path("tests/assets")
 rng = np.random.default_rng(0)
@@ -26,14 +29,28 @@ params = {n: sample(space, SEED, n) for n in range(12)}
 alone = {}
 for n in (0, 1, 2):
     r = run_study_trial(params[n], splits, settings, study_seed=SEED, number=n)
-    alone[n] = {"val_loss": r.val_loss, "val_accuracy": r.val_accuracy, "test_loss": r.test_loss, "test_accuracy": r.test_accuracy}
+    alone[n] = {
+        "val_loss": r.val_loss,
+        "val_accuracy": r.val_accuracy,
+        "test_loss": r.test_loss,
+        "test_accuracy": r.test_accuracy,
+    }
 units = params[0]["dense_units"]
 pack_numbers = [n for n in range(12) if params[n]["dense_units"] == units][:3]
 outs = run_pack([params[n] for n in pack_numbers], pack_numbers, splits, settings, study_seed=SEED)
-packed = {n: {"val_loss": o.val_loss, "val_accuracy": o.val_accuracy, "test_loss": o.test_loss, "test_accuracy": o.test_accuracy} for n, o in zip(pack_numbers, outs)}
+packed = {
+    n: {
+        "val_loss": o.val_loss,
+        "val_accuracy": o.val_accuracy,
+        "test_loss": o.test_loss,
+        "test_accuracy": o.test_accuracy,
+    }
+    for n, o in zip(pack_numbers, outs, strict=True)
+}
 pinned = {
     "made_by": "the code before issue 10 (tests/assets/README.md)",
-    "seed": SEED, "data": "120 rows, 4 normal features, rng 0, y = x0 + 0.5 x1 > 0",
+    "seed": SEED,
+    "data": "120 rows, 4 normal features, rng 0, y = x0 + 0.5 x1 > 0",
     "settings": settings.to_dict(),
     "params": {str(n): p for n, p in params.items()},
     "alone": {str(n): m for n, m in alone.items()},
@@ -46,9 +63,16 @@ pinned = {
 db = ASSETS / "results_before_issue10.db"
 db.unlink(missing_ok=True)
 store = ResultStore(f"sqlite:///{db}")
-study, _ = store.create_study("old", seed=SEED, fresh_seed=0, space=space.to_dict(),
-    settings=StudySettings(epochs=1, batch_size=16, pack_size=1).to_dict(), data=data, trials=3,
-    sample=lambda s, n: sample(space, s, n))
+study, _ = store.create_study(
+    "old",
+    seed=SEED,
+    fresh_seed=0,
+    space=space.to_dict(),
+    settings=StudySettings(epochs=1, batch_size=16, pack_size=1).to_dict(),
+    data=data,
+    trials=3,
+    sample=lambda s, n: sample(space, s, n),
+)
 for n in range(3):
     c = store.claim(study.id, n, "asset-maker", lease_s=60)
     print(_train_and_record(store, [c]))

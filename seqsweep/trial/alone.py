@@ -1,7 +1,7 @@
-"""Training one trial: build the article's model, fit, evaluate. Backend-neutral Keras 3.
+"""One trial trained alone: build its model, ``fit``, evaluate. Backend-neutral Keras 3.
 
-This module imports Keras lazily so that importing the worker package (as the
-Celery parent process does before forking) never initialises TensorFlow.
+Keras is imported lazily, so that importing this (as the Celery parent process
+does before forking) never initialises TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,52 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from seqsweep.dataset import Dataset, Splits, split_dataset
+from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
-from seqsweep.settings import StudySettings
 
 #: Train steps per compiled call. Keras' per-step overhead, not arithmetic, bounds a
 #: network this small; 32 steps per call halves a trial's time (see the README).
 STEPS_PER_EXECUTION = 32
-
-
-def trial_seed(study_seed: int, number: int) -> int:
-    """Seed for weights, dropout masks and shuffling of one trial; fits Keras' 32-bit range."""
-    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
-
-
-def study_splits(data: Dataset, study_seed: int, settings: StudySettings) -> Splits:
-    """The train/validation/test split that every trial of a study uses."""
-    return split_dataset(data, study_seed, settings.val_fraction, settings.test_fraction)
-
-
-def run_study_trial(
-    params: dict[str, Any],
-    splits: Splits,
-    settings: StudySettings,
-    *,
-    study_seed: int,
-    number: int,
-    should_stop: Callable[[], bool] | None = None,
-    keep: Callable[[Any], None] | None = None,
-) -> TrialResult:
-    """Run trial ``number`` as its study fixes it: epochs, batch size and seed.
-
-    Workers and ``export`` both call this, so a retrained trial is the one the
-    worker ran.
-    """
-    return run_trial(
-        params,
-        splits,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        seed=trial_seed(study_seed, number),
-        should_stop=should_stop,
-        keep=keep,
-    )
 
 
 def run_trial(
@@ -169,10 +130,11 @@ def stop_callbacks(keras: Any, should_stop: Callable[[], bool] | None) -> list[A
     """A callback that ends ``fit`` once ``should_stop()``; checked after each compiled call."""
     if should_stop is None:
         return []
+    stop = should_stop
 
-    class StopWhen(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class StopWhen(keras.callbacks.Callback):  # type: ignore[misc]
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if should_stop():
+            if stop():
                 self.model.stop_training = True
 
     return [StopWhen()]
@@ -197,7 +159,7 @@ def current_device() -> str:
     """Name the device Keras trains on: ``cpu`` or ``gpu:N``, whatever the backend."""
     import keras
 
-    backend = keras.backend.backend()
+    backend = str(keras.backend.backend())
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -11,19 +11,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from seqsweep.dataset import Splits
 from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.seeds import order_seed, trial_seed
 from seqsweep.settings import StudySettings
-from worker.training import (
-    STEPS_PER_EXECUTION,
-    current_device,
-    stop_callbacks,
-    trial_result,
-    trial_seed,
-)
+from seqsweep.trial.alone import STEPS_PER_EXECUTION, current_device, stop_callbacks, trial_result
 
 _METRICS = ("loss", "accuracy")
 
@@ -35,11 +28,6 @@ def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[int, in
         int(params.get("epochs", settings.epochs)),
         int(params.get("batch_size", settings.batch_size)),
     )
-
-
-def order_seed(study_seed: int) -> int:
-    """Seed of the batch order: the study's, so a trial meets the same batches in any pack."""
-    return int(np.random.SeedSequence([study_seed, 2**32]).generate_state(1)[0])
 
 
 def run_pack(
@@ -119,38 +107,3 @@ def _member_outcome(
         return trial_result(own, scores, duration_s=duration_s, device=device, pack=pack)
     except TrialError as exc:
         return exc
-
-
-def run_member(
-    number: int,
-    pack: dict[int, dict[str, Any]],
-    splits: Splits,
-    settings: StudySettings,
-    *,
-    study_seed: int,
-    keep: Callable[[Any], None] | None = None,
-) -> TrialResult:
-    """Retrain trial ``number`` within the pack it trained in (``pack``: number -> params,
-    in pack order), so it gets the same batches, masks and weights; ``keep`` gets it as a
-    standalone article model. ``export`` uses this.
-    """
-    from models.packed import extract_member
-
-    numbers = list(pack)
-    index = numbers.index(number)
-
-    def keep_member(model: Any) -> None:
-        if keep is not None:
-            keep(extract_member(model, index, pack[number]))
-
-    outcome = run_pack(
-        [pack[n] for n in numbers],
-        numbers,
-        splits,
-        settings,
-        study_seed=study_seed,
-        keep=keep_member,
-    )[index]
-    if isinstance(outcome, TrialError):
-        raise outcome
-    return outcome
