@@ -4,6 +4,6 @@ It knows nothing of the results DB: the trial layer (``seqsweep.trial``) loads
 what must precede Keras before it imports this.
 """
 
-from models.sequential import build_model
+from models.sequential import build_model, build_network
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "build_network"]

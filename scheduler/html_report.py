@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from scheduler import plots
 from scheduler.importance import METHOD, Importance
-from scheduler.report import StudyReport, TrialSummary, fmt_value
+from scheduler.report import StudyReport, TrialSummary, fmt_value, param_names
 from scheduler.space import SearchSpace
 from seqsweep.db import ResultStore
 from seqsweep.db.records import COUNTS_ORDER
@@ -178,7 +178,7 @@ def _importance_note(importance: Importance | None) -> str:
 def _top_table(top: tuple[TrialSummary, ...]) -> str:
     if not top:
         return ""
-    names = list(top[0].params)
+    names = param_names(top)
     head = ["rank", "trial", "val accuracy", "val loss", "test accuracy", *names, "seconds"]
     rows = [
         [i + 1, t.number, t.val_accuracy, t.val_loss, t.test_accuracy]

@@ -72,7 +72,10 @@ def _axis_layout(name: str, dist: Distribution) -> dict[str, Any]:
 
 
 def _shown(value: Any, dist: Distribution) -> Any:
-    """A parameter's value as its axis plots it: categories by their label."""
+    """A parameter's value as its axis plots it: categories by their label; absent stays
+    None (a conditional parameter the trial does not use), which plotly leaves out."""
+    if value is None:
+        return None
     return str(value) if axis_kind(dist) is Axis.CATEGORY else value
 
 
@@ -178,6 +181,8 @@ def contour(done: list[TrialRecord], space: SearchSpace, pair: Sequence[str]) ->
 def _coordinate(value: Any, dist: Distribution) -> float:
     """Where a value sits on a contour axis: log10 on a log axis, its index for a choice."""
     kind = axis_kind(dist)
+    if value is None:  # absent: a conditional parameter this trial does not use
+        return math.nan
     if kind is Axis.CATEGORY:
         labels = [str(v) for v in _categories(dist)]
         return float(labels.index(str(value))) if str(value) in labels else math.nan
@@ -276,7 +281,8 @@ def parallel(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> g
             ticks = {"tickvals": list(range(len(labels))), "ticktext": labels}
             dims.append({"label": name, "values": codes, **ticks})
         elif kind is Axis.LOG:
-            dims.append({"label": f"log10({name})", "values": [math.log10(v) for v in values]})
+            logs = [None if v is None else math.log10(v) for v in values]
+            dims.append({"label": f"log10({name})", "values": logs})
         else:
             dims.append({"label": name, "values": values})
     objective = [_value(t) for t in done]

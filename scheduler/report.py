@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -115,7 +116,7 @@ def format_report(report: StudyReport) -> str:
     if best is None:
         lines.append("no trial has succeeded yet")
         return "\n".join(lines)
-    names = list(best.params)
+    names = param_names(report.top)
     header = ["rank", "trial", "val_acc", "val_loss", "test_acc", *names]
     rows = [
         [
@@ -144,7 +145,8 @@ def format_report(report: StudyReport) -> str:
 
 
 def format_csv(report: StudyReport) -> str:
-    """The top-k table as CSV: one row per trial, full precision, one column per parameter."""
+    """The top-k table as CSV: one row per trial, full precision, one column per parameter
+    (empty where a trial does not use a conditional parameter)."""
     names = sorted({name for t in report.top for name in t.params})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -173,6 +175,12 @@ def format_table(
         indent + "  ".join(pad(cell, w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
+
+
+def param_names(trials: Sequence[TrialSummary]) -> list[str]:
+    """Every parameter of ``trials``, in first-seen order: a conditional one (``dense_units3``)
+    is absent from the trials that do not use it, so no single trial names them all."""
+    return list(dict.fromkeys(name for t in trials for name in t.params))
 
 
 def fmt_value(value: Any) -> str:

@@ -129,9 +129,14 @@ def test_a_diverging_member_fails_alone(splits: Splits) -> None:
 def test_a_pack_refuses_members_of_another_shape(splits: Splits) -> None:
     params = _params(dropout=0.0)[:2]
     params[1] = {**params[1], "dense_units": 64}
-    with pytest.raises(ValueError, match="share dense_units"):
+    with pytest.raises(ValueError, match="share its structure"):
         run_pack(params, NUMBERS[:2], splits, SETTINGS, study_seed=1)
-    assert pack_shape({"dense_units": 8, "epochs": 3}, SETTINGS) == (8, 3, 32)
+    article = ((8, 8), ("relu", "relu"), False, "adam")
+    assert pack_shape({"dense_units": 8, "epochs": 3, "learning_rate": 1e-3}, SETTINGS) == (
+        article,
+        3,
+        32,
+    )
 
 
 def test_partners_are_queued_trials_of_the_same_shape_claimed_once(db_url: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.structure import Structure
 
 #: Train steps per compiled call. Keras' per-step overhead, not arithmetic, bounds a
 #: network this small; 32 steps per call halves a trial's time (see the README).
@@ -30,7 +31,7 @@ def run_trial(
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
 ) -> TrialResult:
-    """Train the article's model with ``params`` on ``splits`` and return its metrics.
+    """Train the network ``params`` describe on ``splits`` and return its metrics.
 
     Raises TrialError when the loss becomes NaN or infinite, or when
     ``should_stop`` turns true (checked after every batch). ``keep`` is called
@@ -39,20 +40,17 @@ def run_trial(
     """
     import keras
 
-    from models import build_model
+    from models import build_network
 
     epochs = int(params.get("epochs", epochs))
     batch_size = int(params.get("batch_size", batch_size))
     started = time.perf_counter()
     try:
         keras.utils.set_random_seed(seed)
-        model = build_model(
+        model = build_network(
             splits.x_train.shape[1],
             splits.n_classes,
-            dense_units=int(params["dense_units"]),
-            dropout_rate1=float(params["dropout_rate1"]),
-            dropout_rate2=float(params["dropout_rate2"]),
-            learning_rate=float(params["learning_rate"]),
+            **Structure.from_params(params).build_kwargs(),
             steps_per_execution=STEPS_PER_EXECUTION,
         )
         y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)

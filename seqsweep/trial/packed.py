@@ -16,17 +16,31 @@ from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import order_seed, trial_seed
 from seqsweep.settings import StudySettings
+from seqsweep.structure import Structure
 from seqsweep.trial.alone import STEPS_PER_EXECUTION, current_device, stop_callbacks, trial_result
 
 _METRICS = ("loss", "accuracy")
 
 
-def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[int, int, int]:
-    """What trials of one pack must share: (dense_units, epochs, batch_size)."""
+def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...]:
+    """What trials of one pack must share: the structure's shape, epochs and batch size."""
     return (
-        int(params["dense_units"]),
+        Structure.from_params(params).shape,
         int(params.get("epochs", settings.epochs)),
         int(params.get("batch_size", settings.batch_size)),
+    )
+
+
+def packable(params: dict[str, Any]) -> bool:
+    """Whether ``models.packed`` can train this structure: the article's network."""
+    s = Structure.from_params(params)
+    return (
+        len(s.units) == 2
+        and s.units[0] == s.units[1]
+        and s.activations == ("relu", "relu")
+        and not s.batch_norm
+        and not s.l2
+        and s.optimizer == "adam"
     )
 
 
@@ -48,9 +62,11 @@ def run_pack(
 
     from models.packed import build_packed
 
-    dense_units, epochs, batch_size = pack_shape(params[0], settings)
-    if any(pack_shape(p, settings) != (dense_units, epochs, batch_size) for p in params):
-        raise ValueError("every member of a pack must share dense_units, epochs and batch_size")
+    shape, epochs, batch_size = pack_shape(params[0], settings)
+    if any(pack_shape(p, settings) != (shape, epochs, batch_size) for p in params):
+        raise ValueError("every member of a pack must share its structure, epochs and batch_size")
+    structures = [Structure.from_params(p) for p in params]
+    dense_units = structures[0].units[0]
     started = time.perf_counter()
     y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
     y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
@@ -61,8 +77,12 @@ def run_pack(
             splits.n_classes,
             dense_units=dense_units,
             members=[
-                {k: float(p[k]) for k in ("dropout_rate1", "dropout_rate2", "learning_rate")}
-                for p in params
+                {
+                    "dropout_rate1": m.dropouts[0],
+                    "dropout_rate2": m.dropouts[1],
+                    "learning_rate": m.learning_rate,
+                }
+                for m in structures
             ],
             seeds=[trial_seed(study_seed, n) for n in numbers],
             steps_per_execution=STEPS_PER_EXECUTION,

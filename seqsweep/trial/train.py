@@ -14,8 +14,9 @@ from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
+from seqsweep.structure import Structure
 from seqsweep.trial.alone import run_trial
-from seqsweep.trial.packed import pack_shape, run_pack
+from seqsweep.trial.packed import pack_shape, packable, run_pack
 
 Outcome = TrialResult | TrialError
 
@@ -26,8 +27,8 @@ def study_splits(data: Dataset, study_seed: int, settings: StudySettings) -> Spl
 
 
 def pack_key(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...] | None:
-    """What trials must share to train in one pack; None when this study never packs."""
-    if settings.pack_size <= 1:
+    """What trials must share to train in one pack; None when this trial trains alone."""
+    if settings.pack_size <= 1 or not packable(params):
         return None
     return pack_shape(params, settings)
 
@@ -86,7 +87,13 @@ def _train_pack(
         from models.packed import extract_member
 
         assert keep is not None and keep_number is not None
-        keep(extract_member(model, numbers.index(keep_number), trials[keep_number]))
+        own = Structure.from_params(trials[keep_number])
+        member = {
+            "dropout_rate1": own.dropouts[0],
+            "dropout_rate2": own.dropouts[1],
+            "learning_rate": own.learning_rate,
+        }
+        keep(extract_member(model, numbers.index(keep_number), member))
 
     return run_pack(
         [trials[n] for n in numbers],
