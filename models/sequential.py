@@ -78,7 +78,7 @@ def build_network(
     model.compile(
         loss="mean_squared_error" if regression else "categorical_crossentropy",
         optimizer=make_optimizer(optimizer, learning_rate, weight_decay, momentum),
-        metrics=["mean_absolute_error"] if regression else ["accuracy"],
+        metrics=["mean_squared_error", "mean_absolute_error"] if regression else ["accuracy"],
         steps_per_execution=steps_per_execution,
     )
     return model

@@ -36,11 +36,27 @@ def synthetic_dataset(n_rows: int = SYNTHETIC_ROWS, seed: int = 20240521) -> Dat
     return Dataset(x, y, ("0", "1"))
 
 
-def load_dataset(path: str | Path | None, target: str | None) -> Dataset:
-    """Load ``path`` (``.csv`` needs ``target``; ``.npz`` holds ``X`` and ``y``), or the default."""
+#: ``--task auto`` takes a float target with more distinct values than this for regression.
+AUTO_REGRESSION_VALUES = 20
+TASKS = ("auto", "classification", "regression")
+
+
+def load_dataset(path: str | Path | None, target: str | None, task: str = "auto") -> Dataset:
+    """Load ``path`` (``.csv`` needs ``target``; ``.npz`` holds ``X`` and ``y``), or the default.
+
+    ``task`` ``auto`` reads a float target with more than 20 distinct values as a
+    regression target, anything else as class labels.
+    """
+    if task not in TASKS:
+        raise DataError(f"--task {task}: must be one of {', '.join(TASKS)}")
     if path is None:
         if target is not None:
             raise DataError("--target is set but --data is not; pass --data FILE.csv too")
+        if task == "regression":
+            raise DataError(
+                "--task regression: the built-in dataset is a classification one; "
+                "pass --data FILE.csv --target COLUMN with a numeric target"
+            )
         return synthetic_dataset()
     path = Path(path)
     where = f"data file {path}"
@@ -50,15 +66,15 @@ def load_dataset(path: str | Path | None, target: str | None) -> Dataset:
     if suffix == ".csv":
         if target is None:
             raise DataError(f"{where}: a CSV needs --target COLUMN to name the label column")
-        return _load_csv(path, target, where)
+        return _load_csv(path, target, where, task)
     if suffix == ".npz":
         if target is not None:
             raise DataError(f"{where}: --target applies to CSV files; an .npz holds X and y")
-        return _load_npz(path, where)
+        return _load_npz(path, where, task)
     raise DataError(f"{where}: unsupported type {suffix or '(none)'!r}; use .csv or .npz")
 
 
-def _load_csv(path: Path, target: str, where: str) -> Dataset:
+def _load_csv(path: Path, target: str, where: str, task: str) -> Dataset:
     import pandas as pd  # heavy; only CSV users pay for it
 
     try:
@@ -106,10 +122,11 @@ def _load_csv(path: Path, target: str, where: str) -> Dataset:
             f"{where}: empty or NaN cell in column {frame.columns[col]!r} at row {row + 2} "
             "(line number in the file); fill or drop such rows"
         )
-    return _make_dataset(features.to_numpy(dtype=np.float64), frame[target].to_numpy(), where)
+    labels = frame[target].to_numpy()
+    return _make_dataset(features.to_numpy(dtype=np.float64), labels, where, task)
 
 
-def _load_npz(path: Path, where: str) -> Dataset:
+def _load_npz(path: Path, where: str, task: str) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -141,18 +158,50 @@ def _load_npz(path: Path, where: str) -> Dataset:
         )
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{where}: y has NaN or inf at row {np.argwhere(~np.isfinite(y))[0][0]}")
-    return _make_dataset(x.astype(np.float64), y, where)
+    return _make_dataset(x.astype(np.float64), y, where, task)
 
 
-def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
+def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str, task: str) -> Dataset:
     if not np.isfinite(x).all():
         row, col = np.argwhere(~np.isfinite(x))[0]
         raise DataError(f"{where}: infinite value at row {row}, feature {col}; fix or drop it")
     if np.abs(x).max(initial=0.0) > np.finfo(np.float32).max:
         raise DataError(f"{where}: a feature value exceeds the float32 range; rescale it")
+    if task == "regression" or (task == "auto" and is_regression_target(labels)):
+        return _regression_dataset(x, labels, where)
     names = np.array([str(v) for v in labels])
     classes, y = np.unique(names, return_inverse=True)
     if len(classes) < 2:
         found = f"only {str(classes[0])!r}" if len(classes) else "none"
         raise DataError(f"{where}: the target needs at least 2 classes, found {found}")
     return Dataset(x.astype(np.float32), y.astype(np.int64), tuple(str(c) for c in classes))
+
+
+def is_regression_target(labels: np.ndarray) -> bool:
+    """What ``--task auto`` reads as a regression target: floats with many distinct values."""
+    return labels.dtype.kind == "f" and len(np.unique(labels)) > AUTO_REGRESSION_VALUES
+
+
+def _regression_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
+    if labels.dtype.kind not in "fiu":
+        bad = next((v for v in labels if not _is_number(v)), labels[0] if len(labels) else None)
+        raise DataError(
+            f"{where}: --task regression needs a numeric target, found {bad!r}; "
+            "fix the column, or use --task classification for labels"
+        )
+    y = labels.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(
+            f"{where}: the target has NaN or inf at row {np.flatnonzero(~np.isfinite(y))[0]}"
+        )
+    if np.unique(y).size < 2:
+        raise DataError(f"{where}: the regression target is constant; nothing to learn")
+    return Dataset(x.astype(np.float32), y, ())
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from seqsweep.db import TrialRecord
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import OBJECTIVE, TrialStatus
 
 METHOD = "permutation importance of a random-forest surrogate (scikit-learn), on held-out folds"
 #: Fewer trials than this give a ranking that is mostly noise; report none.
@@ -54,22 +54,27 @@ class Importance:
     surrogate_r2: float  # cross-validated R² of the forest itself
     params: tuple[ParamImportance, ...]  # most important first
     constant: tuple[str, ...]  # parameters with one value in every trial: nothing to rank
+    metric: str = OBJECTIVE.metric  # what the surrogate predicts: the study's objective
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> Importance | None:
-    """Rank the hyperparameters of the succeeded ``trials`` by their effect on val_accuracy.
+def hyperparameter_importance(
+    trials: Sequence[TrialRecord], metric: str = OBJECTIVE.metric, seed: int = 0
+) -> Importance | None:
+    """Rank the hyperparameters of the succeeded ``trials`` by their effect on ``metric``
+    (the study's objective).
 
     Returns ``None`` when fewer than :data:`MIN_TRIALS` trials succeeded.
     """
+    values = {t.number: t.metric(metric) for t in trials}
     done = [
         t
         for t in trials
         if t.status == TrialStatus.SUCCEEDED
-        and t.val_accuracy is not None
-        and math.isfinite(t.val_accuracy)
+        and (v := values[t.number]) is not None
+        and math.isfinite(v)
     ]
     if len(done) < MIN_TRIALS:
         return None
@@ -81,9 +86,9 @@ def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> I
     present = {name: np.array([name in t.params for t in done]) for name in names}
     varying = [n for n in names if len(np.unique(columns[n])) > 1]
     constant = tuple(n for n in names if n not in varying)
-    y = np.array([t.val_accuracy for t in done], dtype=float)
+    y = np.array([values[t.number] for t in done], dtype=float)
     if not varying:
-        return Importance(METHOD, len(done), 0, 0.0, (), constant)
+        return Importance(METHOD, len(done), 0, 0.0, (), constant, metric)
     x = np.column_stack([columns[n] for n in varying])
     folds = min(_FOLDS, len(done) // 4)
     mask = np.column_stack([present[n] for n in varying])
@@ -98,7 +103,7 @@ def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> I
         ),
         key=lambda p: (-p.share, -p.r2_drop, p.name),
     )
-    return Importance(METHOD, len(done), folds, r2, tuple(ranked), constant)
+    return Importance(METHOD, len(done), folds, r2, tuple(ranked), constant, metric)
 
 
 def _held_out_drops(
@@ -176,7 +181,7 @@ def format_importance(importance: Importance | None, min_trials: int = MIN_TRIAL
         lines.append(f"  fixed in every trial: {', '.join(importance.constant)}")
     if importance.surrogate_r2 < NOISE_R2:
         lines.append(
-            "  the surrogate barely predicts val_accuracy (R² < 0.1): "
+            f"  the surrogate barely predicts {importance.metric} (R² < 0.1): "
             "read this ranking as noise, or run more trials"
         )
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
@@ -18,12 +20,12 @@ from scheduler.report import StudyReport, study_report
 from scheduler.sampling import sample
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, make_app
-from seqsweep.dataset import split_sizes
+from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError
 from seqsweep.seeds import fresh_study_seed
 from seqsweep.urls import mask_url
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import Task, TrialStatus
 
 #: How often the wait loop looks for trials whose worker or message was lost.
 RECOVER_EVERY_S = 5.0
@@ -53,8 +55,9 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     leaves a half-written study behind.
     """
     space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
-    data = load_dataset(opts.data_file, opts.target)
-    split_sizes(data.n_rows, opts.settings.val_fraction, opts.settings.test_fraction)
+    data = load_dataset(opts.data_file, opts.target, opts.task)
+    settings = opts.study_settings(data)
+    split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
 
     store = ResultStore(opts.db_url)
     app = make_app(opts.broker_url, main="scheduler")
@@ -65,7 +68,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         seed=opts.seed,
         fresh_seed=fresh_study_seed(),
         space=space.to_dict(),
-        settings=opts.settings.to_dict(),
+        settings=settings.to_dict(),
         data=data,
         trials=opts.trials,
         sample=lambda seed, number: sample(space, seed, number),
@@ -79,9 +82,22 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued, "
         f"{enqueued} sent to the broker), "
         f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
-        f"{data.n_classes} classes; results in {mask_url(opts.db_url)}"
+        f"{_task_text(data, opts.task)}, objective {settings.objective} "
+        f"({settings.ranking.direction}); results in {mask_url(opts.db_url)}"
     )
     return StartedStudy(store, app, study, added, queued, enqueued)
+
+
+def _task_text(data: Dataset, requested: str) -> str:
+    """How launch names the task: ``2 classes``, or regression and why ``auto`` chose it."""
+    if data.task is Task.CLASSIFICATION:
+        return f"{data.n_classes} classes"
+    if requested == "auto":
+        return (
+            f"regression (--task auto: a float target with {np.unique(data.y).size} "
+            "distinct values)"
+        )
+    return "regression"
 
 
 def launch(
@@ -144,12 +160,10 @@ def _wait(
             time.sleep(max(poll_s, 2.0))
             continue
         outage_since = None
-        best = (
-            (top[0].number, top[0].val_accuracy)
-            if top and top[0].val_accuracy is not None
-            else None
-        )
-        view.update(counts, best)
+        metric = study.objective.metric
+        value = top[0].metric(metric) if top else None
+        best = None if value is None else (top[0].number, value)
+        view.update(counts, best, metric)
         if counts.finished >= counts.total:
             return
         if workers is not None and (code := workers.exit_code()) is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from seqsweep.errors import UsageError
 from seqsweep.messages import QUEUE
 from seqsweep.urls import is_sqlite
+from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES, TASK_OBJECTIVES, Objective, Task
 
 #: Redis redelivers a message that is still unacknowledged after this long. It
 #: must exceed the longest hard time limit, or a long trial runs twice at once.
@@ -64,6 +65,9 @@ class StudySettings:
     trial_timeout_s: float = 3600.0
     #: Trials of one shape a worker trains together as one computation; 1 turns packing off.
     pack_size: int = DEFAULT_PACK_SIZE
+    task: Task = Task.CLASSIFICATION
+    #: The final metric that ranks trials (``seqsweep.vocab.OBJECTIVES``).
+    objective: str = DEFAULT_OBJECTIVE[Task.CLASSIFICATION]
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1, "use --epochs 10, as in the article")
@@ -84,6 +88,15 @@ class StudySettings:
                 f"setting pack_size: must be at most {MAX_PACK_SIZE}, got {self.pack_size}; "
                 "larger packs gain nothing and hold many trials on one worker"
             )
+        if self.task not in tuple(Task):
+            raise UsageError(f"--task: must be classification or regression, got {self.task!r}")
+        object.__setattr__(self, "task", Task(self.task))
+        allowed = TASK_OBJECTIVES[self.task]
+        if self.objective not in allowed:
+            raise UsageError(
+                f"--objective {self.objective}: a {self.task} study can optimize "
+                f"{', '.join(allowed)}; pick one of them"
+            )
         timeout = self.trial_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise UsageError(f"setting trial_timeout_s: must be a number, got {timeout!r}")
@@ -95,7 +108,12 @@ class StudySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "task": str(self.task)}
+
+    @property
+    def ranking(self) -> Objective:
+        """The objective, with its direction."""
+        return OBJECTIVES[self.objective]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:

@@ -144,10 +144,12 @@ def _record(
         if not _persist(lambda: store.finish_trial(claimed, outcome), label):
             log.warning("%s finished, but its claim had lapsed; result dropped", label)
             return Outcome.DROPPED
+        objective = StudySettings.from_dict(claimed.settings).objective
         log.info(
-            "%s succeeded: val_accuracy=%.4f in %.1f s%s",
+            "%s succeeded: %s=%.4f in %.1f s%s",
             label,
-            outcome.val_accuracy,
+            objective,
+            outcome.metrics.get(objective, outcome.val_loss),
             outcome.duration_s,
             f" (its share of a pack of {len(outcome.pack)})" if outcome.pack else "",
         )

@@ -15,6 +15,7 @@ from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.structure import Structure
+from seqsweep.vocab import Task
 
 #: Train steps per compiled call. Keras' per-step overhead, not arithmetic, bounds a
 #: network this small; 32 steps per call halves a trial's time (see the README).
@@ -30,12 +31,15 @@ def run_trial(
     seed: int,
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
+    auc: bool = False,
 ) -> TrialResult:
     """Train the network ``params`` describe on ``splits`` and return its metrics.
 
     Raises TrialError when the loss becomes NaN or infinite, or when
     ``should_stop`` turns true (checked after every batch). ``keep`` is called
-    with the trained and evaluated model (``export`` saves it there). Keras'
+    with the trained and evaluated model (``export`` saves it there; a regression
+    model gets a last layer that turns standardized predictions into target units).
+    ``auc`` adds ``val_auc`` and ``test_auc`` (binary classification). Keras'
     global state is cleared afterwards, whatever happens.
     """
     import keras
@@ -49,13 +53,12 @@ def run_trial(
         keras.utils.set_random_seed(seed)
         model = build_network(
             splits.x_train.shape[1],
-            splits.n_classes,
+            splits.n_outputs,
             **Structure.from_params(params).build_kwargs(),
+            task=str(splits.task),
             steps_per_execution=STEPS_PER_EXECUTION,
         )
-        y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
-        y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
-        y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
+        y_train, y_val, y_test = targets(keras, splits)
         history = model.fit(
             splits.x_train,
             y_train,
@@ -71,13 +74,80 @@ def run_trial(
         test = model.evaluate(
             splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
         )
+        extra = {}
+        if auc:
+            for split, x, y in (
+                ("val", splits.x_val, splits.y_val),
+                ("test", splits.x_test, splits.y_test),
+            ):
+                extra[f"{split}_auc"] = binary_auc(
+                    y, model.predict(x, batch_size=1024, verbose=0)[:, 1]
+                )
         if keep is not None:
-            keep(model)
+            keep(in_target_units(keras, model, splits))
     finally:
         keras.backend.clear_session()
     return trial_result(
-        history, test, duration_s=time.perf_counter() - started, device=current_device()
+        history,
+        test,
+        duration_s=time.perf_counter() - started,
+        device=current_device(),
+        splits=splits,
+        extra=extra,
     )
+
+
+def targets(keras: Any, splits: Splits) -> tuple[Any, Any, Any]:
+    """Train, validation and test targets as the network learns them: one-hot classes, or
+    standardized numbers (one column)."""
+    ys = (splits.y_train, splits.y_val, splits.y_test)
+    if splits.task is Task.REGRESSION:
+        return ys[0].reshape(-1, 1), ys[1].reshape(-1, 1), ys[2].reshape(-1, 1)
+    one_hot = [keras.utils.to_categorical(y, splits.n_classes) for y in ys]
+    return one_hot[0], one_hot[1], one_hot[2]
+
+
+def in_target_units(keras: Any, model: Any, splits: Splits) -> Any:
+    """``model`` as users load it: a regression network ends in a layer that undoes the
+    target's standardization, so it predicts in the target's own units."""
+    if splits.task is not Task.REGRESSION:
+        return model
+    return keras.Sequential(
+        [
+            keras.Input(shape=(splits.x_train.shape[1],)),
+            *model.layers,
+            keras.layers.Rescaling(splits.y_std, offset=splits.y_mean, name="target_units"),
+        ],
+        name=model.name,
+    )
+
+
+def binary_auc(y: Any, score: Any) -> float:
+    """Area under the ROC curve of scores for class 1 (Mann-Whitney U; ties count half)."""
+    import numpy as np
+
+    y = np.asarray(y) == 1
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(np.asarray(score, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: Any) -> Any:
+    import numpy as np
+
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
 
 
 def trial_result(
@@ -87,19 +157,28 @@ def trial_result(
     duration_s: float,
     device: str,
     pack: tuple[int, ...] | None = None,
+    splits: Splits | None = None,
+    extra: dict[str, float] | None = None,
 ) -> TrialResult:
     """Check one trained model's ``fit`` history and ``evaluate`` scores; make its result.
 
-    ``history`` holds ``loss``, ``accuracy``, ``val_loss`` and ``val_accuracy`` per
-    epoch, ``test`` its ``loss`` and ``accuracy``. Raises TrialError for a loss that
-    is not finite. Packed and unpacked trials both end here.
+    Classification: ``history`` holds ``loss``, ``accuracy``, ``val_loss`` and
+    ``val_accuracy`` per epoch, ``test`` its ``loss`` and ``accuracy``. Regression
+    (``splits.task``): ``mean_squared_error`` and ``mean_absolute_error`` of the
+    standardized target, which come back in the target's units (val_loss is the MSE).
+    ``extra`` adds final metrics (the AUCs). Raises TrialError for a loss that is not
+    finite. Packed and unpacked trials both end here.
     """
     _check_finite(history)
-    if not (math.isfinite(test["loss"]) and math.isfinite(test["accuracy"])):
+    if not math.isfinite(test["loss"]):
         raise TrialError(
             f"test loss is {test['loss']}; the trained model is numerically "
             "unstable, try a lower learning_rate"
         )
+    if splits is not None and splits.task is Task.REGRESSION:
+        return _regression_result(history, test, splits.y_std, duration_s, device, pack, extra)
+    if not math.isfinite(test["accuracy"]):
+        raise TrialError(f"test accuracy is {test['accuracy']}; try a lower learning_rate")
     records = tuple(
         EpochRecord(
             epoch=i + 1,
@@ -112,6 +191,13 @@ def trial_result(
     )
     last = records[-1]
     assert last.val_loss is not None and last.val_accuracy is not None
+    metrics = {
+        "val_accuracy": last.val_accuracy,
+        "val_loss": last.val_loss,
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        **(extra or {}),
+    }
     return TrialResult(
         val_loss=last.val_loss,
         val_accuracy=last.val_accuracy,
@@ -121,7 +207,64 @@ def trial_result(
         device=device,
         epochs=records,
         pack=pack,
+        metrics=metrics,
     )
+
+
+def _regression_result(
+    history: dict[str, list[float]],
+    test: dict[str, float],
+    y_std: float,
+    duration_s: float,
+    device: str,
+    pack: tuple[int, ...] | None,
+    extra: dict[str, float] | None,
+) -> TrialResult:
+    """Errors of the standardized target, scaled back: MSE by std², MAE by std."""
+    mse, mae = "mean_squared_error", "mean_absolute_error"
+    square = y_std * y_std
+    records = tuple(
+        EpochRecord(
+            epoch=i + 1,
+            loss=_scaled(_get(history, mse, i), square),
+            accuracy=None,
+            val_loss=_scaled(_get(history, f"val_{mse}", i), square),
+            val_accuracy=None,
+        )
+        for i in range(len(history["loss"]))
+    )
+    metrics = {}
+    for split, scores in (
+        ("val", {m: history[f"val_{m}"][-1] for m in (mse, mae)}),
+        ("test", test),
+    ):
+        loss = float(scores[mse]) * square
+        metrics.update(
+            {
+                f"{split}_loss": loss,
+                f"{split}_mae": float(scores[mae]) * y_std,
+                f"{split}_rmse": math.sqrt(loss),
+            }
+        )
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise TrialError(f"{name} is {value}; training diverged, try a lower learning_rate")
+    metrics.update(extra or {})
+    return TrialResult(
+        val_loss=metrics["val_loss"],
+        val_accuracy=None,
+        test_loss=metrics["test_loss"],
+        test_accuracy=None,
+        duration_s=duration_s,
+        device=device,
+        epochs=records,
+        pack=pack,
+        metrics=metrics,
+    )
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
 
 
 def stop_callbacks(keras: Any, should_stop: Callable[[], bool] | None) -> list[Any]:

@@ -17,6 +17,7 @@ from seqsweep.settings import StudySettings
 from seqsweep.structure import Structure
 from seqsweep.trial.alone import run_trial
 from seqsweep.trial.packed import pack_shape, packable, run_pack
+from seqsweep.vocab import Task
 
 Outcome = TrialResult | TrialError
 
@@ -27,8 +28,17 @@ def study_splits(data: Dataset, study_seed: int, settings: StudySettings) -> Spl
 
 
 def pack_key(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...] | None:
-    """What trials must share to train in one pack; None when this trial trains alone."""
-    if settings.pack_size <= 1 or not packable(params):
+    """What trials must share to train in one pack; None when this trial trains alone.
+
+    The pack holds the article's classification network; regression, val_auc studies
+    and other structures train alone.
+    """
+    if (
+        settings.pack_size <= 1
+        or settings.task is not Task.CLASSIFICATION
+        or settings.objective == "val_auc"
+        or not packable(params)
+    ):
         return None
     return pack_shape(params, settings)
 
@@ -67,6 +77,7 @@ def train(
                 seed=trial_seed(study_seed, number),
                 should_stop=should_stop,
                 keep=keep if number == keep_number else None,
+                auc=settings.objective == "val_auc",
             )
         )
     return outcomes
