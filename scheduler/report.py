@@ -153,8 +153,9 @@ def format_report(report: StudyReport) -> str:
     ]
     objective = report.objective
     how = "" if objective == OBJECTIVE else f"{objective.direction}d, "
+    ties = "earlier trial" if objective.metric == "val_loss" else "lower val_loss"
     lines.append("")
-    lines.append(f"top {len(report.top)} by {objective.metric} ({how}ties: lower val_loss):")
+    lines.append(f"top {len(report.top)} by {objective.metric} ({how}ties: {ties}):")
     lines.append(format_table(header, rows, align_right=True))
     lines.append("")
     lines.append(format_importance(report.importance))
