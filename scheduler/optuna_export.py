@@ -124,7 +124,8 @@ class OptunaSync:
         self.masked_storage = mask_url(storage_url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._storage = optuna.storages.RDBStorage(url.render_as_string(hide_password=False))
-        self._space = SearchSpace.from_dict(self._record.space)
+        custom = self._record.settings.get("model") is not None
+        self._space = SearchSpace.from_dict(self._record.space, custom=custom)
         self._distributions = {
             name: optuna_distribution(dist) for name, dist in self._space.params.items()
         }

@@ -31,7 +31,7 @@ def pack_key(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...]
 
     Every built-in structure packs; a user's build function (``--model``) never does.
     """
-    if settings.pack_size <= 1:
+    if settings.pack_size <= 1 or settings.model is not None:
         return None
     return pack_shape(params, settings)
 
@@ -71,6 +71,9 @@ def train(
                 should_stop=should_stop,
                 keep=keep if number == keep_number else None,
                 auc=settings.objective == "val_auc",
+                user_model=None
+                if settings.model is None
+                else (settings.model, settings.model_sha256),
             )
         )
     return outcomes
