@@ -9,7 +9,7 @@ from seqsweep.db import StudyRecord
 from seqsweep.errors import ConnectionFailedError
 from seqsweep.messages import QUEUE, TASK_NAME, TrialMessage
 from seqsweep.settings import HARD_LIMIT_GRACE_S, StudySettings
-from seqsweep.urls import mask_url
+from seqsweep.urls import mask_text, mask_url
 
 
 def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
@@ -35,7 +35,8 @@ def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
                 )
                 sent += 1
     except Exception as exc:  # kombu raises transport-specific errors
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(mask_text(str(exc), app.conf.broker_url).split())
+        reason = reason or type(exc).__name__
         raise ConnectionFailedError(
             f"broker {mask_url(app.conf.broker_url)} failed after {sent} messages: {reason}; "
             "queued trials are kept in the results DB: run the same launch again to resume"

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert
 from seqsweep.errors import ConnectionFailedError, UsageError
 from seqsweep.messages import QUEUE
 from seqsweep.settings import celery_config
-from seqsweep.urls import mask_url, sqlite_path
+from seqsweep.urls import mask_text, mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
 #: How often a worker on the embedded broker looks for its next message. kombu's
@@ -72,7 +72,7 @@ def check_broker(app: Any, broker_url: str) -> None:
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_CONNECT_TIMEOUT_S
             )
     except Exception as exc:  # kombu raises transport-specific types; report them all
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(mask_text(str(exc), broker_url).split()) or type(exc).__name__
         raise ConnectionFailedError(
             f"cannot reach broker {masked}: {reason}; check --broker / SEQSWEEP_BROKER_URL "
             "and that the broker is running"
@@ -117,8 +117,8 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
                 engine.dispose()
     except Exception as exc:  # OSError, sqlite3 or kombu's SQLAlchemy errors alike
         raise ConnectionFailedError(
-            f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
-            "and is writable, or pass --broker"
+            f"cannot open embedded broker file {path}: {mask_text(str(exc))}; check that its "
+            "folder exists and is writable, or pass --broker"
         ) from None
 
 

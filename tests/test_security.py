@@ -578,6 +578,21 @@ MASKING = [
         [*_LAUNCH0, "--broker", "ftp://u:hunter2@h/x"], "ftp://u:***@h/x", id="unsupported-broker"
     ),
     pytest.param(
+        ["report", "--db", "postgresql://u:hunter2@Alpha/x@127.0.0.1:1/x"],
+        "postgresql://u:***@127.0.0.1:1/x",
+        id="report-password-with-at-and-slash",
+    ),
+    pytest.param(
+        ["report", "--db", "postgresql://u:hunter2#Alpha?@127.0.0.1:1/x"],
+        "postgresql://u:***@127.0.0.1:1/x",
+        id="report-password-with-hash",
+    ),
+    pytest.param(
+        [*_LAUNCH0, "--broker", "redis://:hunter2@Alpha@127.0.0.1:1/0"],
+        "redis://:***@127.0.0.1:1/0",
+        id="broker-password-with-at",
+    ),
+    pytest.param(
         [*_LAUNCH0, "--broker", "amqp://u:hunter2@127.0.0.1:1//"],
         "cannot reach broker amqp://u:***@127.0.0.1:1//",
         id="unreachable-amqp",
@@ -590,6 +605,21 @@ def test_cli_errors_mask_passwords(tmp_path: Path, args: list[str], fragment: st
     proc = run_cli("scheduler", *args, cwd=tmp_path, timeout=60)
     _assert_one_line_error(proc, fragment)
     assert "hunter2" not in proc.stdout + proc.stderr
+    assert "Alpha" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("password", ["hunter#2", "hunter@Alpha/?#[]:!$&'()*+,;=%25x"])
+def test_migrate_never_prints_a_password_with_reserved_characters(
+    tmp_path: Path, pg_url: str, password: str
+) -> None:
+    """PostgreSQL here trusts every login, so the migrate succeeds and prints its URL."""
+    url = sqlalchemy.engine.make_url(pg_url)
+    db = f"postgresql+psycopg://{url.username}:{password}@{url.host}:{url.port}/{url.database}"
+    proc = run_cli("scheduler", "migrate", "--db", db, cwd=tmp_path, timeout=60)
+    assert proc.returncode in (0, 2), proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "***" in out
+    assert "hunter" not in out and "Alpha" not in out, out
 
 
 def test_worker_log_masks_both_urls(

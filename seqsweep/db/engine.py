@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from seqsweep.errors import UsageError
-from seqsweep.urls import mask_url
+from seqsweep.urls import mask_text, mask_url
 
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 5
@@ -55,7 +55,8 @@ def make_engine(url: str) -> Engine:
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:
         raise UsageError(
-            f"--db {mask_url(url)!r}: driver not installed ({exc}); {_URL_HINT}"
+            f"--db {mask_url(url)!r}: driver not installed ({mask_text(str(exc), url)}); "
+            + _URL_HINT
         ) from None
 
 

@@ -34,7 +34,7 @@ from seqsweep.errors import (
     UsageError,
 )
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
-from seqsweep.urls import DB_ENV, mask_url, sqlite_path
+from seqsweep.urls import DB_ENV, mask_text, mask_url, sqlite_path
 from seqsweep.vocab import StudyStatus, TrialStatus
 
 
@@ -341,20 +341,9 @@ class ResultStore(TrialLifecycle, StudyOverview):
 def _reason(exc: SQLAlchemyError, url: str) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc)
-    reason = " ".join(text.split()) or type(exc).__name__
-    # A driver may echo the connection string; never let a password through.
-    for secret in {_password(url)} - {None, ""}:
-        reason = reason.replace(str(secret), "***")
+    # A driver may echo the connection string or the password; never let either through.
+    reason = " ".join(mask_text(text, url).split()) or type(exc).__name__
     return reason[:300]
-
-
-def _password(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 def _check_same(
