@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from seqsweep.files import open_log
 from seqsweep.urls import BROKER_ENV, DB_ENV
 
 STOP_TIMEOUT_S = 30
@@ -82,7 +83,7 @@ class LocalWorkers:
         self._env[BROKER_ENV] = broker_url
         self._count = count
         self._home = tempfile.mkdtemp(prefix="seqsweep-workers-")
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = os.fdopen(open_log(log_path), "ab")  # closed in stop()
         self._proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:

@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from seqsweep.errors import SpaceError
+from seqsweep.errors import SpaceError, UsageError
+from seqsweep.files import read_input
+from seqsweep.settings import BOUNDS, MAX_SPACE_FILE_BYTES, short_value
 
 Scalar = int | float | str
 
@@ -38,8 +40,13 @@ INT_PARAMS = frozenset({"dense_units", "epochs", "batch_size"})
 MAX_INT = 2**53
 
 
-def _rule_positive_int(v: float) -> str | None:
-    return None if v >= 1 else "must be >= 1"
+def _rule_bounded(name: str) -> Callable[[float], str | None]:
+    bound = BOUNDS[name]
+
+    def rule(v: float) -> str | None:
+        return None if bound.low <= v <= bound.high else f"must be in [{bound.low}, {bound.high}]"
+
+    return rule
 
 
 def _rule_dropout(v: float) -> str | None:
@@ -52,12 +59,12 @@ def _rule_learning_rate(v: float) -> str | None:
 
 #: The rule every value of a parameter must obey, and how to fix a breach.
 RULES: dict[str, tuple[Callable[[float], str | None], str]] = {
-    "dense_units": (_rule_positive_int, "use a unit count such as 64"),
+    "dense_units": (_rule_bounded("dense_units"), "use a unit count such as 64"),
     "dropout_rate1": (_rule_dropout, "use a rate such as 0.2"),
     "dropout_rate2": (_rule_dropout, "use a rate such as 0.2"),
     "learning_rate": (_rule_learning_rate, "use a rate such as 1e-3"),
-    "epochs": (_rule_positive_int, "use an epoch count such as 10"),
-    "batch_size": (_rule_positive_int, "use a batch size such as 32"),
+    "epochs": (_rule_bounded("epochs"), "use an epoch count such as 10"),
+    "batch_size": (_rule_bounded("batch_size"), "use a batch size such as 32"),
 }
 
 
@@ -75,13 +82,13 @@ def _number(where: str, value: object, *, integer: bool = False) -> float:
     """Check that ``value`` is a finite number (an integer if asked) and return it."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+        raise SpaceError(f"{where} must be {kind}, got {short_value(value)}")
     if integer and not isinstance(value, int):
-        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+        raise SpaceError(f"{where} must be {kind}, got {short_value(value)}")
     if _too_large(value):
         raise SpaceError(f"{where} must be at most 2**53 in magnitude, got {_show(value)}")
     if not math.isfinite(value):
-        raise SpaceError(f"{where} must be finite, got {value!r}")
+        raise SpaceError(f"{where} must be finite, got {short_value(value)}")
     return value
 
 
@@ -94,12 +101,12 @@ class Choice:
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, tuple):
-            raise SpaceError(f"choice values must be a list, got {self.values!r}")
+            raise SpaceError(f"choice values must be a list, got {short_value(self.values)}")
         if not self.values:
             raise SpaceError("choice values must not be empty; list at least one value")
         for v in self.values:
             if isinstance(v, bool) or not isinstance(v, int | float | str):
-                raise SpaceError(f"choice values must be numbers or strings, got {v!r}")
+                raise SpaceError(f"choice values must be numbers or strings, got {short_value(v)}")
 
     def bounds(self) -> tuple[Scalar, ...]:
         return self.values
@@ -121,7 +128,8 @@ class Uniform:
         _number("high", self.high)
         if self.low > self.high:
             raise SpaceError(
-                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+                f"low must be <= high, got low={short_value(self.low)} "
+                f"high={short_value(self.high)}; swap them"
             )
 
     def bounds(self) -> tuple[Scalar, ...]:
@@ -140,7 +148,9 @@ class LogUniform(Uniform):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.low <= 0:
-            raise SpaceError(f"low must be > 0 on a log scale, got {self.low!r}; use e.g. 1e-4")
+            raise SpaceError(
+                f"low must be > 0 on a log scale, got {short_value(self.low)}; use e.g. 1e-4"
+            )
 
 
 @dataclass(frozen=True)
@@ -158,15 +168,16 @@ class IntRange:
         _number("high", self.high, integer=True)
         _number("step", self.step, integer=True)
         if not isinstance(self.log, bool):
-            raise SpaceError(f"log must be true or false, got {self.log!r}")
+            raise SpaceError(f"log must be true or false, got {short_value(self.log)}")
         if self.low > self.high:
             raise SpaceError(
-                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+                f"low must be <= high, got low={short_value(self.low)} "
+                f"high={short_value(self.high)}; swap them"
             )
         if self.step < 1:
-            raise SpaceError(f"step must be >= 1, got {self.step!r}")
+            raise SpaceError(f"step must be >= 1, got {short_value(self.step)}")
         if self.log and self.low < 1:
-            raise SpaceError(f"low must be >= 1 on a log scale, got {self.low!r}")
+            raise SpaceError(f"low must be >= 1 on a log scale, got {short_value(self.low)}")
         if self.log and self.step != 1:
             raise SpaceError("step must be 1 when log is true; drop step or log")
 
@@ -192,7 +203,7 @@ class Fixed:
 
     def __post_init__(self) -> None:
         if isinstance(self.value, bool) or not isinstance(self.value, int | float | str):
-            raise SpaceError(f"value must be a number or a string, got {self.value!r}")
+            raise SpaceError(f"value must be a number or a string, got {short_value(self.value)}")
 
     def bounds(self) -> tuple[Scalar, ...]:
         return (self.value,)
@@ -224,12 +235,12 @@ class SearchSpace:
         unknown = sorted(set(self.params) - set(ALLOWED_PARAMS))
         if unknown:
             raise SpaceError(
-                f"unknown parameter {unknown[0]!r}; allowed: {', '.join(ALLOWED_PARAMS)}"
+                f"unknown parameter {short_value(unknown[0])}; allowed: {', '.join(ALLOWED_PARAMS)}"
             )
         missing = [p for p in MODEL_PARAMS if p not in self.params]
         if missing:
             raise SpaceError(
-                f"missing parameter {missing[0]!r}; the model needs "
+                f"missing parameter {short_value(missing[0])}; the model needs "
                 f"{', '.join(MODEL_PARAMS)} (a plain value fixes one)"
             )
         for name, dist in self.params.items():
@@ -258,7 +269,8 @@ class SearchSpace:
         for name, spec in data.items():
             if name not in ALLOWED_PARAMS:
                 raise SpaceError(
-                    f"{where}: unknown parameter {name!r}; allowed: {', '.join(ALLOWED_PARAMS)}"
+                    f"{where}: unknown parameter {short_value(name)}; "
+                    f"allowed: {', '.join(ALLOWED_PARAMS)}"
                 )
             try:
                 params[name] = _parse_distribution(spec)
@@ -282,24 +294,26 @@ def _parse_distribution(spec: object) -> Distribution:
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise SpaceError(
-            f"type must be one of {', '.join(_KINDS)}, got {kind!r}; "
+            f"type must be one of {', '.join(_KINDS)}, got {short_value(kind)}; "
             "e.g. {type: uniform, low: 0.0, high: 0.5}"
         )
     allowed = _FIELDS[kind]
     unknown = sorted(set(spec) - {"type", *allowed})
     if unknown:
         raise SpaceError(
-            f"unknown key {unknown[0]!r} for type {kind}; allowed: {', '.join(allowed)}"
+            f"unknown key {short_value(unknown[0])} for type {kind}; allowed: {', '.join(allowed)}"
         )
     required = [f for f in allowed if f not in ("step", "log")]
     absent = [f for f in required if f not in spec]
     if absent:
-        raise SpaceError(f"type {kind} needs {', '.join(required)}; {absent[0]!r} is missing")
+        raise SpaceError(
+            f"type {kind} needs {', '.join(required)}; {short_value(absent[0])} is missing"
+        )
     kwargs = {k: spec[k] for k in allowed if k in spec}
     if kind == "choice":
         values = kwargs["values"]
         if not isinstance(values, list):
-            raise SpaceError(f"values must be a list, got {values!r}")
+            raise SpaceError(f"values must be a list, got {short_value(values)}")
         kwargs["values"] = tuple(values)
     return _KINDS[kind](**kwargs)
 
@@ -314,16 +328,16 @@ def _check_param(name: str, dist: Distribution) -> None:
         )
     for value in dist.bounds():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpaceError(f"{name} must be a number, got {value!r}; {fix}")
+            raise SpaceError(f"{name} must be a number, got {short_value(value)}; {fix}")
         if integer and not isinstance(value, int):
-            raise SpaceError(f"{name} must be an integer, got {value!r}; {fix}")
+            raise SpaceError(f"{name} must be an integer, got {short_value(value)}; {fix}")
         if _too_large(value):
             raise SpaceError(
                 f"{name} must be at most 2**53 in magnitude, got {_show(value)}; {fix}"
             )
         problem = rule(value)
         if problem:
-            raise SpaceError(f"{name} {problem}, got {value!r}; {fix}")
+            raise SpaceError(f"{name} {problem}, got {short_value(value)}; {fix}")
 
 
 def default_space() -> SearchSpace:
@@ -339,7 +353,31 @@ def default_space() -> SearchSpace:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float, as YAML 1.2 and JSON do."""
+    """SafeLoader that reads ``1e-4`` as a float, as YAML 1.2 and JSON do, and refuses
+    what a space file never needs and an attacker would use: anchors and aliases (a
+    few hundred bytes of them expand to gigabytes) and duplicate keys (the last one
+    would silently win)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {short_value(key)}", key_node.start_mark
+                    )
+                if isinstance(key, Hashable):
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -349,21 +387,29 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object with each key once: a repeated key would silently win."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {short_value(key)}")
+        found[key] = value
+    return found
+
+
 def load_space_file(path: str | Path) -> SearchSpace:
     """Load and validate a YAML or JSON space file."""
     path = Path(path)
     where = f"space file {path}"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpaceError(f"{where}: not found; check the path given to --space") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(
-            f"{where}: cannot be read ({exc}); check the path given to --space"
-        ) from None
+        text = read_input(path, "--space", MAX_SPACE_FILE_BYTES, where).decode("utf-8")
+    except UsageError as exc:
+        raise SpaceError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{where}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_json_object)
         else:
             data = yaml.load(text, Loader=_YamlLoader)  # SafeLoader subclass: no objects
     except (ValueError, yaml.YAMLError) as exc:

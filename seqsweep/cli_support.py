@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from seqsweep.errors import SeqsweepError
+from seqsweep.errors import SeqsweepError, UsageError
+from seqsweep.settings import BOUNDS, parse_bounded
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -18,23 +19,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """Return an argparse type for integers of at least ``minimum``."""
+def bounded(name: str) -> Callable[[str], int]:
+    """Return an argparse type for the integers ``seqsweep.settings.BOUNDS[name]`` allows."""
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
+            return parse_bounded(name, text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError("must " + str(exc).split(" must ", 1)[-1]) from None
 
+    parse.__name__ = BOUNDS[name].flag  # argparse names the type in its own errors
     return parse
-
-
-positive_int = int_at_least(1)
-non_negative_int = int_at_least(0)
 
 
 def interrupt_on_termination() -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from seqsweep.broker import check_broker
-from seqsweep.cli_support import OneLineParser, positive_int, run_cli
+from seqsweep.broker import check_broker, check_broker_url
+from seqsweep.cli_support import OneLineParser, bounded, run_cli
 from seqsweep.db import ResultStore
+from seqsweep.errors import UsageError
+from seqsweep.files import open_log
 from seqsweep.messages import QUEUE
+from seqsweep.settings import BOUNDS, short_value
 from seqsweep.urls import (
     BROKER_ENV,
     DB_ENV,
@@ -25,6 +29,9 @@ from seqsweep.urls import (
 from seqsweep.version import __version__
 from worker.config import worker_config
 
+#: Celery's log levels.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description=__doc__)
@@ -35,8 +42,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or {DEFAULT_DB_URL})")
     parser.add_argument(
         "--concurrency",
-        type=positive_int,
-        default=os.cpu_count() or 1,
+        type=bounded("concurrency"),
+        default=min(os.cpu_count() or 1, BOUNDS["concurrency"].high),
         help="trials trained at once, one pool process each (default: cores)",
     )
     parser.add_argument("--loglevel", default="INFO", help="Celery log level (default: INFO)")
@@ -53,6 +60,13 @@ def main(argv: list[str] | None = None, prog: str = "seqsweep-worker") -> int:
 def _start(args: argparse.Namespace) -> int:
     db_url = resolve_db_url(args.db)
     broker_url = resolve_broker_url(args.broker)
+    check_broker_url(broker_url, db_url)
+    if args.loglevel.upper() not in _LOG_LEVELS:
+        raise UsageError(
+            f"--loglevel {short_value(args.loglevel)}: use one of {', '.join(_LOG_LEVELS)}"
+        )
+    if args.logfile:  # checked (and created private, never through a symlink) up front
+        os.close(open_log(Path(args.logfile)))
     # Validate, create or migrate the schema, then drop the engine: pool
     # processes are forked from this one and must open their own connections.
     ResultStore(db_url).dispose()

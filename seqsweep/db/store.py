@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
 
 from sqlalchemy import func, select, update
@@ -33,6 +33,7 @@ from seqsweep.errors import (
     StudyConflictError,
     UsageError,
 )
+from seqsweep.files import create_private
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
 from seqsweep.urls import DB_ENV, mask_text, mask_url, sqlite_path
 from seqsweep.vocab import StudyStatus, TrialStatus
@@ -58,6 +59,9 @@ class ResultStore(TrialLifecycle, StudyOverview):
                 f"launch wrote it, or pass --db URL (or set ${DB_ENV})"
             )
         self._engine: Engine = make_engine(url)
+        if path is not None and create:
+            with suppress(OSError):  # a missing folder: SQLite says so in one line
+                create_private(path)  # it holds the whole dataset: 0600, not the umask's 0644
         if migrate:
             self.migrate()
 
