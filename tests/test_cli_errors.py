@@ -380,3 +380,99 @@ def test_study_name_reused_with_other_inputs_is_refused(
     with sqlite3.connect(tmp_path / "results.db") as con:  # nothing added to the old study
         assert con.execute("SELECT count(*) FROM trials").fetchone() == (2,)
         assert con.execute("SELECT count(*) FROM studies").fetchone() == (1,)
+
+
+def test_results_db_that_is_not_sqlite_or_too_new_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "notdb.db").write_text("hello, not a database\n")
+    proc = run_cli("scheduler", "status", "--db", "sqlite:///notdb.db", cwd=tmp_path)
+    _assert_one_line_error(proc, "the file is not a SQLite database")
+    assert (tmp_path / "notdb.db").read_text() == "hello, not a database\n"
+    assert run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "results.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    proc = run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path)
+    _assert_one_line_error(proc, "newer than this seqsweep knows")
+
+
+def test_export_checks_its_out_path_before_retraining(tmp_path: Path) -> None:
+    (tmp_path / "dir.keras").mkdir()
+    assert run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path).returncode == 0
+    # No study exists: the path is refused first, so nothing would have been retrained.
+    for out, fragment in (
+        ("dir.keras", "dir.keras: is a folder"),
+        ("missing/best.keras", "folder missing does not exist"),
+    ):
+        proc = run_cli("scheduler", "export", "--db", DB, "--out", out, cwd=tmp_path)
+        _assert_one_line_error(proc, fragment)
+    for flag, value in (("--trial", str(2**63 + 1)), ("--top", str(2**63 + 1))):
+        command = "export" if flag == "--trial" else "report"
+        extra = ["--out", "b.keras"] if command == "export" else []
+        proc = run_cli("scheduler", command, "--db", DB, flag, value, *extra, cwd=tmp_path)
+        _assert_one_line_error(proc, f"{flag}: must be an integer in")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--loglevel", "BOGUS"], "--loglevel 'BOGUS': use one of DEBUG, INFO"),
+        (["--logfile", "missing/dir/w.log"], "log file missing/dir/w.log: cannot open it"),
+        (["--concurrency", "100000"], "--concurrency: must be an integer in [1, 256]"),
+        (["--broker", "sqla+sqlite:///results.db"], "is the results DB file"),
+    ],
+)
+def test_worker_refuses_bad_flags_before_starting(
+    tmp_path: Path, flags: list[str], fragment: str
+) -> None:
+    """Each is refused before a pool process is forked (a bound that came after the fork
+    would have started 100,000 processes)."""
+    before = set(tmp_path.rglob("*"))
+    proc = run_cli("worker", "--db", DB, *flags, cwd=tmp_path, timeout=60)
+    _assert_one_line_error(proc, fragment)
+    assert _written(tmp_path, before) == []
+
+
+def test_launch_validates_environment_settings_and_writes_nothing(tmp_path: Path) -> None:
+    before = set(tmp_path.rglob("*"))
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        cwd=tmp_path,
+        env={"SEQSWEEP_LEASE_S": "abc"},
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "$SEQSWEEP_LEASE_S: must be a positive number of seconds")
+    assert _written(tmp_path, before) == []
+
+
+def test_broker_that_is_the_results_db_is_refused_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        "--broker",
+        "sqla+sqlite:///seqsweep.db",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "is the results DB file")
+    assert time.monotonic() - started < 30
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_broker_check_leaves_no_results_db(tmp_path: Path) -> None:
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        "--broker",
+        "redis://127.0.0.1:1/0",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "cannot reach broker redis://127.0.0.1:1/0")
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
+from seqsweep.errors import UsageError
 from seqsweep.vocab import StudyStatus, TrialStatus
 
 _ERROR_TEXT_LIMIT = 4000
@@ -297,9 +298,20 @@ class TrialLifecycle:
         either claimed before the cancel (and finishes) or cancelled.
         """
         with self.session() as conn:
-            conn.execute(
-                update(studies).where(studies.c.id == study_id).values(status=StudyStatus.CANCELLED)
-            )
+            # Only a running study: a completed one stays completed, so it can be extended.
+            changed = conn.execute(
+                update(studies)
+                .where(studies.c.id == study_id, studies.c.status == StudyStatus.RUNNING)
+                .values(status=StudyStatus.CANCELLED)
+            ).rowcount
+            if changed != 1:
+                row = conn.execute(
+                    select(studies.c.name, studies.c.status).where(studies.c.id == study_id)
+                ).one()
+                raise UsageError(
+                    f"study {row.name} is {row.status}, not running: nothing to cancel "
+                    "(a completed study can still be extended with launch --trials N)"
+                )
             cancelled = conn.execute(
                 update(trials)
                 .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.QUEUED)

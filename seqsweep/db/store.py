@@ -92,6 +92,11 @@ class ResultStore(TrialLifecycle, StudyOverview):
         except SeqsweepError:
             raise
         except (OperationalError, DBAPIError) as exc:
+            if "file is not a database" in str(exc.orig):  # the user's --db names another file
+                raise UsageError(
+                    f"results DB {self.masked_url}: the file is not a SQLite database; "
+                    "pass --db with the file launch wrote (or a new file name)"
+                ) from None
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise ConnectionFailedError(
                     f"cannot use results DB {self.masked_url}: {_reason(exc, self.url)}; "
