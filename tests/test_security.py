@@ -636,3 +636,84 @@ def test_worker_log_masks_both_urls(
     text = _log(log_path)
     assert PASSWORD not in text  # covers "db-" + PASSWORD too
     assert f"127.0.0.1:{password_redis}" in text
+
+
+# -- f: a message's sender decides which trial, never how it runs -----------------
+
+
+def test_forged_headers_and_names_cannot_fail_kill_or_forge_a_trial(tmp_path: Path) -> None:
+    """Anyone who can write to the broker can set Celery headers and any payload. The
+    worker takes its limits from the study, drops a message whose study name does not
+    match the DB, and keeps every logged value on its own line."""
+    from datetime import UTC, datetime, timedelta
+
+    from seqsweep.broker import make_app
+    from seqsweep.messages import QUEUE, TASK_NAME
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    broker_url = f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    # The studies' own messages go to another broker: the worker sees only forged ones.
+    elsewhere = f"sqla+sqlite:///{tmp_path / 'elsewhere.db'}"
+    for study, extra in (
+        ("fast", ["--trials", "2", "--pack-size", "1"]),
+        ("slow", ["--trials", "1", "--trial-timeout", "3", "--epochs", "3000"]),
+    ):
+        flags = ["--detach", "--local-workers", "0", "--study", study, *extra]
+        proc = run_cli(
+            "scheduler", "launch", *flags, "--db", db_url, "--broker", elsewhere, *_tiny(extra),
+            cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    ids = dict(_rows(db_url, "SELECT name, id FROM studies"))
+    app = make_app(broker_url, main="attacker")
+    past = datetime.now(UTC) - timedelta(hours=1)
+
+    def send(study: str, number: int, study_id: int | None = None, **options: object) -> None:
+        payload = {"study_id": study_id or ids["fast"], "study": study, "number": number}
+        app.send_task(TASK_NAME, args=[payload], queue=QUEUE, **options)
+
+    send("x\nFORGED succeeded", 0)  # a newline in the payload's study name
+    send("slow", 0)  # a real study's name on another study's id
+    send("fast", 0, task_id="id\nFORGED line", shadow="evil\nFORGED shadow")
+    # A kill 0.05 s in and an expiry in the past: both ignored, the trial succeeds.
+    send("fast", 0, soft_time_limit=0.01, time_limit=0.05, expires=past)
+    # A soft limit of 0.5 s on a study whose limit is 3600 s: ignored.
+    send("fast", 1, soft_time_limit=0.5, time_limit=3600, countdown=0)
+    # No limit at all on a study whose limit is 3 s: the study's limit applies.
+    send("slow", 0, study_id=ids["slow"], soft_time_limit=3000, time_limit=3600)
+
+    log_path = tmp_path / "worker.log"
+    home = tmp_path / "worker-home"
+    home.mkdir()
+    with _worker(home, db_url, broker_url, log_path) as worker:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            sql = "SELECT count(*) FROM trials WHERE status IN ('succeeded', 'failed')"
+            if _rows(db_url, sql) == [(3,)]:
+                break
+            time.sleep(1)
+        assert worker.poll() is None, _log(log_path)
+    log = _log(log_path)
+    got = _rows(
+        db_url,
+        "SELECT s.name, t.number, t.status, t.attempts, t.error FROM trials t "
+        "JOIN studies s ON s.id = t.study_id ORDER BY s.name, t.number",
+    )
+    assert got[:2] == [("fast", 0, "succeeded", 1, None), ("fast", 1, "succeeded", 1, None)], log
+    name, _, status, attempts, error = got[2]
+    assert (name, status, attempts) == ("slow", "failed", 1), (got, log)
+    assert "ran past 3 s" in error, error
+    assert "rejected trial message" in log and "was not sent by seqsweep" in log
+    assert "rejected malformed trial message" in log
+    for line in log.splitlines():
+        assert not line.startswith("FORGED"), line
+
+
+def _tiny(extra: list[str]) -> list[str]:
+    """LAUNCH_TINY, with the caller's --epochs winning."""
+    flags = list(LAUNCH_TINY)
+    if "--epochs" in extra:
+        at = flags.index("--epochs")
+        del flags[at : at + 2]
+    return flags

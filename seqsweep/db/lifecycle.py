@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
-from seqsweep.errors import UsageError
+from seqsweep.errors import MessageError, UsageError
 from seqsweep.vocab import StudyStatus, TrialStatus
 
 _ERROR_TEXT_LIMIT = 4000
@@ -73,15 +73,34 @@ class TrialLifecycle:
             sent += len(numbers)
 
     def claim(
-        self, study_id: int, number: int, worker: str, *, lease_s: float
+        self,
+        study_id: int,
+        number: int,
+        worker: str,
+        *,
+        lease_s: float,
+        study_name: str | None = None,
     ) -> ClaimedTrial | None:
         """Move trial (study_id, number) from queued to running; None if it is not queued.
 
         The conditional UPDATE is the claim: of two workers that get the same
         message, exactly one sees a row come back. The winner holds a lease of
-        ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
+        ``lease_s`` seconds and must renew it with :meth:`heartbeat`. With
+        ``study_name`` (the name a message carries), a study of another name, or
+        none, raises MessageError before anything changes: a forged message spends
+        no attempt.
         """
         with self.session() as conn:
+            if study_name is not None:
+                stored = conn.execute(
+                    select(studies.c.name).where(studies.c.id == study_id)
+                ).scalar_one_or_none()
+                if stored != study_name:
+                    found = "no such study" if stored is None else f"study {stored!r}"
+                    raise MessageError(
+                        f"the message names study {study_name!r}, but study id {study_id} is "
+                        f"{found}; it was not sent by seqsweep"
+                    )
             claimed = conn.execute(
                 update(trials)
                 .where(
