@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -10,6 +11,46 @@ from typing import NoReturn
 
 from seqsweep.errors import SeqsweepError, UsageError
 from seqsweep.settings import BOUNDS, parse_bounded
+from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url
+
+#: Flags that take a URL, and the environment variable that takes it as well.
+URL_FLAGS = {"--db": DB_ENV, "--broker": BROKER_ENV}
+
+
+def hide_passwords_from_ps(argv: list[str]) -> None:
+    """If a flag in ``argv`` (this process's own arguments) holds a URL with a password,
+    warn, move the URL into the environment and re-execute this same command without it.
+
+    Every user of the machine sees a process's arguments (``ps``), and a worker node's
+    pool processes inherit them; only the user (and root) can read its environment. The
+    new process image has the same pid, so whoever started it notices nothing.
+    """
+    moved: dict[str, str] = {}
+    kept: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name in URL_FLAGS:
+            url = value if equals else next(args, "")
+            if mask_url(url) != url:  # it holds a password
+                moved[URL_FLAGS[name]] = url
+                continue
+            kept.extend([arg] if equals else [arg, url])
+            continue
+        kept.append(arg)
+    if not moved:
+        return
+    flags = " and ".join(f for f, env in URL_FLAGS.items() if env in moved)
+    print(
+        f"warning: a password in {flags} shows in `ps` to every user; it is now hidden, "
+        "but pass it with --db-env/--broker-env NAME, --db-file/--broker-file PATH "
+        f"or ${DB_ENV}/${BROKER_ENV} instead",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.environ.update(moved)
+    prefix = sys.orig_argv[: len(sys.orig_argv) - len(argv)]  # interpreter, its options, -m X
+    os.execv(sys.executable, [*prefix, *kept])
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -351,10 +351,14 @@ def test_wrong_redis_password_is_one_masked_line(tmp_path: Path, password_redis:
     assert time.monotonic() - started < 20
     assert wrong not in proc.stdout + proc.stderr
     assert _study_count(tmp_path / "r.db") == 0  # nothing written
-    # A worker given the wrong password says so in one line and does not start.
+    # A worker given the wrong password says so in one line and does not start (after
+    # one line of warning: a password in a flag).
     worker = run_cli("worker", "--broker", broker, "--db", "sqlite:///r.db", cwd=tmp_path)
+    warning, _, error = worker.stderr.partition("\n")
+    assert warning.startswith("warning: a password in --broker shows in `ps`"), worker.stderr
+    worker.stderr = error
     _assert_one_line_error(worker, f"cannot reach broker redis://:***@127.0.0.1:{password_redis}")
-    assert wrong not in worker.stdout + worker.stderr
+    assert wrong not in worker.stdout + worker.stderr + warning
 
 
 def _study_count(path: Path) -> int:
@@ -717,3 +721,56 @@ def _tiny(extra: list[str]) -> list[str]:
         at = flags.index("--epochs")
         del flags[at : at + 2]
     return flags
+
+
+# -- g: ways to give a worker its secrets, and none shows them to ps ---------------
+
+
+def _node(home: Path, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    full = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--concurrency", "1", *args],
+            cwd=home,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_worker_secrets_never_reach_ps(tmp_path: Path, password_redis: int, pg_url: str) -> None:
+    broker = f"redis://:{PASSWORD}@127.0.0.1:{password_redis}/0"
+    db = sqlalchemy.engine.make_url(pg_url).set(password="db-" + PASSWORD)  # trust auth
+    db_url = db.render_as_string(hide_password=False)
+    (tmp_path / "db-url").write_text(db_url + "\n")
+    (tmp_path / "db-url").chmod(0o600)
+    env = {"MY_BROKER": broker}
+    for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL"):
+        env[var] = ""
+    runs = {
+        # The README's way: the secrets never were in argv.
+        "env-and-file": ["--broker-env", "MY_BROKER", "--db-file", str(tmp_path / "db-url")],
+        # The careless way: a warning, and the node hides them from then on.
+        "flags": ["--broker", broker, "--db", db_url],
+    }
+    for name, args in runs.items():
+        log = tmp_path / f"{name}.log"
+        proc = _node(tmp_path, args, env, log)
+        try:
+            _wait_for_log(log, "ready.", 90)
+            assert proc.poll() is None, _log(log)
+            leaks = _workers_with_secret_in_argv(PASSWORD)
+        finally:
+            _stop(proc)
+        assert not leaks, f"{name}: ps shows the password: {leaks[0]}"
+        text = _log(log)
+        assert PASSWORD not in text, name
+        warned = "warning: a password in --db and --broker shows in `ps`" in text
+        assert warned == (name == "flags"), text

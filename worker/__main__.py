@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from seqsweep.broker import check_broker, check_broker_url
-from seqsweep.cli_support import OneLineParser, bounded, run_cli
+from seqsweep.cli_support import OneLineParser, bounded, hide_passwords_from_ps, run_cli
 from seqsweep.db import ResultStore
 from seqsweep.errors import UsageError
-from seqsweep.files import open_log
+from seqsweep.files import open_log, read_input
 from seqsweep.messages import QUEUE
 from seqsweep.settings import BOUNDS, short_value
 from seqsweep.urls import (
@@ -40,6 +40,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--broker", help=f"broker URL (default: ${BROKER_ENV} or {DEFAULT_BROKER_URL})"
     )
     parser.add_argument("--db", help=f"results DB URL (default: ${DB_ENV} or {DEFAULT_DB_URL})")
+    # Ways to pass a URL that holds a password without showing it to `ps`.
+    parser.add_argument("--db-env", metavar="NAME", help="read the results DB URL from $NAME")
+    parser.add_argument("--broker-env", metavar="NAME", help="read the broker URL from $NAME")
+    parser.add_argument(
+        "--db-file", type=Path, metavar="PATH", help="read the results DB URL from a file"
+    )
+    parser.add_argument(
+        "--broker-file", type=Path, metavar="PATH", help="read the broker URL from a file"
+    )
     parser.add_argument(
         "--concurrency",
         type=bounded("concurrency"),
@@ -53,13 +62,41 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "seqsweep-worker") -> int:
     """The ``seqsweep-worker`` console script; ``python -m worker`` passes its own ``prog``."""
+    if argv is None:
+        hide_passwords_from_ps(sys.argv[1:])
     args = _parser(prog).parse_args(argv)
     return run_cli(lambda: _start(args))
 
 
+def _url(args: argparse.Namespace, name: str) -> str | None:
+    """The URL given by ``--NAME``, ``--NAME-env`` or ``--NAME-file`` (one of them at most)."""
+    given = {
+        f"--{name}": getattr(args, name),
+        f"--{name}-env": getattr(args, f"{name}_env"),
+        f"--{name}-file": getattr(args, f"{name}_file"),
+    }
+    chosen = [flag for flag, value in given.items() if value is not None]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} both give the {name} URL; pass one of them")
+    if not chosen or chosen[0] == f"--{name}":
+        return getattr(args, name)  # type: ignore[no-any-return]
+    if chosen[0].endswith("-env"):
+        variable = getattr(args, f"{name}_env")
+        url = os.environ.get(variable, "").strip()
+        if not url:
+            raise UsageError(f"--{name}-env {variable}: ${variable} is not set or empty")
+        return url
+    path = getattr(args, f"{name}_file")
+    text = read_input(path, f"--{name}-file", 64 * 1024).decode("utf-8", errors="replace")
+    url = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not url:
+        raise UsageError(f"--{name}-file {path}: the file is empty; write the URL into it")
+    return url
+
+
 def _start(args: argparse.Namespace) -> int:
-    db_url = resolve_db_url(args.db)
-    broker_url = resolve_broker_url(args.broker)
+    db_url = resolve_db_url(_url(args, "db"))
+    broker_url = resolve_broker_url(_url(args, "broker"))
     check_broker_url(broker_url, db_url)
     if args.loglevel.upper() not in _LOG_LEVELS:
         raise UsageError(
