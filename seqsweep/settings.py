@@ -29,6 +29,19 @@ HARD_LIMIT_GRACE_S = 30
 #: leases ride out longer DB outages; shorter ones requeue lost trials sooner.
 LEASE_ENV = "SEQSWEEP_LEASE_S"
 DEFAULT_LEASE_S = 60.0
+#: ``launch`` names itself to the local worker node it starts, which stops once ``launch``
+#: is gone (even killed with -9): its trials get this long to finish, then the node and
+#: its pool processes are killed, as ``launch`` itself stops them when a study ends.
+PARENT_ENV = "SEQSWEEP_LAUNCH_PID"
+STOP_GRACE_ENV = "SEQSWEEP_STOP_GRACE_S"
+DEFAULT_STOP_GRACE_S = 30.0
+
+
+def stop_grace_seconds() -> float:
+    """How long a local node whose ``launch`` died lets its trials finish."""
+    return _env_seconds(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S, "e.g. 30")
+
+
 #: Overrides VISIBILITY_TIMEOUT_S on Redis. Only for testing redelivery: a
 #: value below the longest trial makes Redis hand running trials out again
 #: (harmless, since the claim refuses them, but wasteful).

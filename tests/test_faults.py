@@ -8,6 +8,7 @@ results DB: each trial counted exactly once, and nothing left ``running``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -315,6 +316,47 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def _running(db: str) -> int:
+    try:
+        return int(rows(db, "SELECT count(*) FROM trials WHERE status = 'running'")[0][0])
+    except sqlalchemy.exc.SQLAlchemyError:  # not created yet
+        return 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has stopped running; only its parent's wait is left
+
+
+def test_killed_launch_takes_its_busy_local_node_down(home: Path, embedded: dict[str, str]) -> None:
+    """kill -9 of launch while its node trains: the node and its pool process are gone
+    within the grace ($SEQSWEEP_STOP_GRACE_S, 3 s here), not when the trial ends."""
+    args = ["--trials", "1", "--local-workers", "1", "--study", "busy", "--pack-size", "1"]
+    args += ["--data", "tiny.csv", "--target", "label", "--epochs", "10000", "--batch-size", "8"]
+    scheduler = launch(home, "launch", *args, *_urls(embedded), SEQSWEEP_STOP_GRACE_S="3")
+    node: list[int] = []
+    try:
+        wait_until(lambda: _running(embedded["db"]) == 1, 120, "the trial to run")
+        node = _children(scheduler.pid)
+        assert len(node) == 1, node
+        processes = node + _children(node[0])
+        assert len(processes) == 2, processes  # the node and its one pool process
+        os.kill(scheduler.pid, signal.SIGKILL)
+        scheduler.wait(10)
+        started = time.monotonic()
+        wait_until(lambda: all(_gone(p) for p in processes), 30, "the node and its pool to die")
+        assert time.monotonic() - started < 20
+    finally:
+        scheduler.kill9()
+        for pid in node:  # the node has its own process group, with its pool processes
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert rows(embedded["db"], "SELECT status FROM trials") == [("running",)]  # until its lease
 
 
 def test_launch_restarts_its_local_workers_when_they_die(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from seqsweep.broker import check_broker, check_broker_url
@@ -17,7 +20,7 @@ from seqsweep.db import ResultStore
 from seqsweep.errors import UsageError
 from seqsweep.files import open_log, read_input
 from seqsweep.messages import QUEUE
-from seqsweep.settings import BOUNDS, short_value
+from seqsweep.settings import BOUNDS, PARENT_ENV, short_value, stop_grace_seconds
 from seqsweep.urls import (
     BROKER_ENV,
     DB_ENV,
@@ -113,6 +116,7 @@ def _start(args: argparse.Namespace) -> int:
     os.environ[BROKER_ENV] = broker_url
     _share_cores(args.concurrency)
     worker_config()  # a bad $SEQSWEEP_LEASE_S stops the node here, in one line
+    _stop_with_launch(stop_grace_seconds())
 
     # Imported only now: the app reads the broker URL set above (one configuration).
     from worker.celery_app import app
@@ -131,6 +135,38 @@ def _start(args: argparse.Namespace) -> int:
         celery_args.append(f"--logfile={args.logfile}")
     app.worker_main(celery_args)
     return 0
+
+
+def _stop_with_launch(grace_s: float) -> None:
+    """If ``launch`` started this node, stop once it is gone, even killed with -9.
+
+    The kernel's parent-death signal (SIGTERM, asked for by ``launch``) starts Celery's
+    warm shutdown, which waits for running trials however long they take; and it fires
+    only on Linux. So a thread watches for the parent itself: once it is gone the node
+    gets SIGTERM, and ``grace_s`` later the node and its pool processes are killed,
+    as ``launch`` does when a study ends. Their trials come back through their leases.
+    """
+    text = os.environ.pop(PARENT_ENV, "")  # not inherited by anything this node starts
+    if not text.isdigit():
+        return
+    parent = int(text)
+
+    def kill_all() -> None:
+        # launch starts the node in its own process group, with its pool processes.
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        kill_all()
+
+    if os.getppid() != parent:  # launch died before this node got here
+        kill_all()
+    threading.Thread(target=watch, name="seqsweep-stop-with-launch", daemon=True).start()
 
 
 def _share_cores(concurrency: int) -> None:
