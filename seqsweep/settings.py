@@ -42,6 +42,9 @@ def stop_grace_seconds() -> float:
     return _env_seconds(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S, "e.g. 30")
 
 
+#: A test hook: a file to which workers append every training run and result write
+#: (``worker.tasks._witness``), the fault tests' independent record of double counts.
+WITNESS_ENV = "SEQSWEEP_WITNESS_FILE"
 #: Overrides VISIBILITY_TIMEOUT_S on Redis. Only for testing redelivery: a
 #: value below the longest trial makes Redis hand running trials out again
 #: (harmless, since the claim refuses them, but wasteful).

@@ -9,6 +9,7 @@ along (``worker.packing``); each still gets its own outcome.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -28,7 +29,12 @@ from seqsweep.dataset import Splits
 from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
 from seqsweep.errors import ConnectionFailedError, MessageError, TrialError
 from seqsweep.messages import TASK_NAME, TrialMessage, short_repr
-from seqsweep.settings import HARD_LIMIT_GRACE_S, MAX_TRIAL_TIMEOUT_S, StudySettings
+from seqsweep.settings import (
+    HARD_LIMIT_GRACE_S,
+    MAX_TRIAL_TIMEOUT_S,
+    WITNESS_ENV,
+    StudySettings,
+)
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
@@ -203,9 +209,11 @@ def _record(
 ) -> Outcome:
     label = f"study {claimed.study_name!r} trial {claimed.number} (attempt {claimed.attempt})"
     if isinstance(outcome, TrialResult):
+        _witness("trained", claimed)
         if not _persist(lambda: store.finish_trial(claimed, outcome), label):
             log.warning("%s finished, but its claim had lapsed; result dropped", label)
             return Outcome.DROPPED
+        _witness("recorded", claimed)
         log.info(
             "%s succeeded: val_accuracy=%.4f in %.1f s%s",
             label,
@@ -218,6 +226,7 @@ def _record(
     if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
         log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
         return Outcome.DROPPED
+    _witness("failed", claimed)
     log.warning("%s failed: %s", label, reason)
     return Outcome.FAILED
 
@@ -248,6 +257,25 @@ def _time_limit(seconds: float) -> Iterator[None]:
         if soft:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+def _witness(event: str, claimed: ClaimedTrial) -> None:
+    """Append ``event`` to ``$SEQSWEEP_WITNESS_FILE``, if set: the fault tests' record of
+    every training run and result write, per attempt, kept apart from the results DB
+    (whose rows are updated in place, so a double count would not show there)."""
+    path = os.environ.get(WITNESS_ENV)
+    if not path:
+        return
+    line = json.dumps(
+        {"event": event, "study_id": claimed.study_id, "number": claimed.number,
+         "attempt": claimed.attempt, "pid": os.getpid()}
+    )  # fmt: skip
+    # One write of a short line with O_APPEND: lines of concurrent processes never mix.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def _summary(outcomes: list[Outcome]) -> str:
