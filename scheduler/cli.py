@@ -35,9 +35,8 @@ from scheduler.status import (
 )
 from seqsweep.cli_support import (
     OneLineParser,
+    bounded,
     interrupt_on_termination,
-    non_negative_int,
-    positive_int,
     run_cli,
 )
 from seqsweep.db import ResultStore
@@ -90,7 +89,7 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--trials",
-        type=positive_int,
+        type=bounded("trials"),
         default=_LAUNCH.trials,
         help="trials in the study; a larger number extends it (default: %(default)s)",
     )
@@ -122,10 +121,13 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         "classification, val_loss for regression)",
     )
     run.add_argument(
-        "--epochs", type=positive_int, default=_STUDY.epochs, help="default: %(default)s"
+        "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"
     )
     run.add_argument(
-        "--batch-size", type=positive_int, default=_STUDY.batch_size, help="default: %(default)s"
+        "--batch-size",
+        type=bounded("batch_size"),
+        default=_STUDY.batch_size,
+        help="default: %(default)s",
     )
     run.add_argument(
         "--val-fraction", type=float, default=_STUDY.val_fraction, help="default: %(default)s"
@@ -141,27 +143,27 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--pack-size",
-        type=positive_int,
+        type=bounded("pack_size"),
         default=_STUDY.pack_size,
         help="trials of one shape a worker trains together as one computation; "
         "1 turns packing off (default: %(default)s)",
     )
     run.add_argument(
         "--local-workers",
-        type=non_negative_int,
+        type=bounded("local_workers"),
         default=_LAUNCH.local_workers,
         help="worker processes to start here; 0 uses remote workers only (default: one per core)",
     )
     run.add_argument(
         "--max-attempts",
-        type=positive_int,
+        type=bounded("max_attempts"),
         default=_LAUNCH.max_attempts,
         help="runs of a trial whose worker vanished (killed, OOM) before it is marked failed "
         "(default: %(default)s)",
     )
     run.add_argument(
         "--top",
-        type=positive_int,
+        type=bounded("top_k"),
         default=_LAUNCH.top_k,
         help="rows in the final table (default: %(default)s)",
     )
@@ -175,7 +177,7 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
     rep = commands.add_parser("report", parents=[db, study], help="print the best trials")
     rep.add_argument(
         "--top",
-        type=positive_int,
+        type=bounded("top_k"),
         default=REPORT_TOP,
         help="rows in the table (default: %(default)s)",
     )
@@ -207,7 +209,7 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         help="retrain the best trial from its record and save it as a .keras file",
     )
     exp.add_argument("--out", type=Path, required=True, help="where to write, e.g. best.keras")
-    exp.add_argument("--trial", type=non_negative_int, help="this trial instead of the best")
+    exp.add_argument("--trial", type=bounded("trial"), help="this trial instead of the best")
     exp.add_argument("--format", choices=("table", "json"), default="table")
 
     opt = commands.add_parser(

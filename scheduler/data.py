@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -9,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep.dataset import Dataset
-from seqsweep.errors import DataError
+from seqsweep.errors import DataError, UsageError
+from seqsweep.files import read_input
+from seqsweep.settings import MAX_DATA_FILE_BYTES, short_value
+
+#: Beyond this a feature's square overflows float32 when the worker standardizes it.
+MAX_FEATURE_MAGNITUDE = 1e15
+#: A label column with more classes is an id or a continuous value, not a class label.
+MAX_CLASSES = 1000
 
 SYNTHETIC_ROWS = 4000
 SYNTHETIC_FEATURES = 5
@@ -60,29 +69,35 @@ def load_dataset(path: str | Path | None, target: str | None, task: str = "auto"
         return synthetic_dataset()
     path = Path(path)
     where = f"data file {path}"
-    if not path.is_file():
-        raise DataError(f"{where}: not found; check the path given to --data")
+    if path.is_dir():
+        raise DataError(f"{where}: is a folder; give a .csv or .npz file")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise DataError(f"{where}: unsupported type {suffix or '(none)'!r}; use .csv or .npz")
+    if suffix == ".csv" and target is None:
+        raise DataError(f"{where}: a CSV needs --target COLUMN to name the label column")
+    if suffix == ".npz" and target is not None:
+        raise DataError(f"{where}: --target applies to CSV files; an .npz holds X and y")
+    try:
+        content = read_input(path, "--data", MAX_DATA_FILE_BYTES, where)
+    except UsageError as exc:
+        raise DataError(str(exc)) from None
     if suffix == ".csv":
-        if target is None:
-            raise DataError(f"{where}: a CSV needs --target COLUMN to name the label column")
-        return _load_csv(path, target, where, task)
-    if suffix == ".npz":
-        if target is not None:
-            raise DataError(f"{where}: --target applies to CSV files; an .npz holds X and y")
-        return _load_npz(path, where, task)
-    raise DataError(f"{where}: unsupported type {suffix or '(none)'!r}; use .csv or .npz")
+        assert target is not None
+        return _load_csv(content, target, where, task)
+    return _load_npz(content, where, task)
 
 
-def _load_csv(path: Path, target: str, where: str, task: str) -> Dataset:
+def _load_csv(content: bytes, target: str, where: str, task: str) -> Dataset:
     import pandas as pd  # heavy; only CSV users pay for it
 
+    _refuse_duplicate_columns(content, where)
     try:
         with warnings.catch_warnings():
             # index_col=False: a row with more fields than the header must not silently
             # become an index and shift every column; pandas warns about it instead.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, skipinitialspace=True, index_col=False)
+            frame = pd.read_csv(io.BytesIO(content), skipinitialspace=True, index_col=False)
     except pd.errors.ParserWarning:
         raise DataError(
             f"{where}: some rows have more fields than the header; "
@@ -126,9 +141,27 @@ def _load_csv(path: Path, target: str, where: str, task: str) -> Dataset:
     return _make_dataset(features.to_numpy(dtype=np.float64), labels, where, task)
 
 
-def _load_npz(path: Path, where: str, task: str) -> Dataset:
+def _refuse_duplicate_columns(content: bytes, where: str) -> None:
+    """pandas renames a repeated header (``a``, ``a.1``): the user would never know."""
+    header = content.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    for row in csv.reader([header], skipinitialspace=True):
+        seen: set[str] = set()
+        for name in (n.strip() for n in row):
+            if name in seen:
+                raise DataError(
+                    f"{where}: column {short_value(name)} appears twice in the header; "
+                    "give every column its own name"
+                )
+            seen.add(name)
+
+
+def _load_npz(content: bytes, where: str, task: str) -> Dataset:
+    if not content.startswith(b"PK"):  # an .npz is a zip; np.load would read an .npy too
+        raise DataError(
+            f"{where}: not an .npz (zip) archive; save with np.savez(path, X=features, y=labels)"
+        )
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             names = set(npz.files)
             for key in ("X", "y"):
                 if key not in names:
@@ -145,6 +178,8 @@ def _load_npz(path: Path, where: str, task: str) -> Dataset:
         raise DataError(f"{where}: cannot be read as .npz ({detail})") from None
     if x.ndim != 2:
         raise DataError(f"{where}: X must be 2-D (rows x features), got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise DataError(f"{where}: X has no feature columns (shape {x.shape}); add features")
     if y.ndim != 1:
         raise DataError(f"{where}: y must be 1-D (one label per row), got shape {y.shape}")
     if len(x) != len(y):
@@ -165,15 +200,27 @@ def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str, task: str) -> D
     if not np.isfinite(x).all():
         row, col = np.argwhere(~np.isfinite(x))[0]
         raise DataError(f"{where}: infinite value at row {row}, feature {col}; fix or drop it")
-    if np.abs(x).max(initial=0.0) > np.finfo(np.float32).max:
-        raise DataError(f"{where}: a feature value exceeds the float32 range; rescale it")
+    largest = float(np.abs(x).max(initial=0.0))
+    if largest > MAX_FEATURE_MAGNITUDE:
+        row, col = np.argwhere(np.abs(x) == largest)[0]
+        raise DataError(
+            f"{where}: feature {col} is {x[row, col]:g} at row {row}, beyond "
+            f"{MAX_FEATURE_MAGNITUDE:g} in magnitude: standardizing it in float32 overflows "
+            "and trials would learn nothing; rescale it (e.g. log or divide)"
+        )
     if task == "regression" or (task == "auto" and is_regression_target(labels)):
         return _regression_dataset(x, labels, where)
     names = np.array([str(v) for v in labels])
     classes, y = np.unique(names, return_inverse=True)
     if len(classes) < 2:
-        found = f"only {str(classes[0])!r}" if len(classes) else "none"
+        found = f"only {short_value(str(classes[0]))}" if len(classes) else "none"
         raise DataError(f"{where}: the target needs at least 2 classes, found {found}")
+    if len(classes) > MAX_CLASSES or (len(classes) > 2 and 2 * len(classes) > len(names)):
+        raise DataError(
+            f"{where}: the target has {len(classes)} classes in {len(names)} rows (at most "
+            f"{MAX_CLASSES}, and at least 2 rows per class on average); is it an id or a "
+            "continuous value? pick a categorical label column"
+        )
     return Dataset(x.astype(np.float32), y.astype(np.int64), tuple(str(c) for c in classes))
 
 
@@ -186,7 +233,7 @@ def _regression_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Datase
     if labels.dtype.kind not in "fiu":
         bad = next((v for v in labels if not _is_number(v)), labels[0] if len(labels) else None)
         raise DataError(
-            f"{where}: --task regression needs a numeric target, found {bad!r}; "
+            f"{where}: --task regression needs a numeric target, found {short_value(str(bad))}; "
             "fix the column, or use --task classification for labels"
         )
     y = labels.astype(np.float64)

@@ -8,17 +8,16 @@ from typing import Any
 from seqsweep.db import StudyRecord
 from seqsweep.errors import ConnectionFailedError
 from seqsweep.messages import QUEUE, TASK_NAME, TrialMessage
-from seqsweep.settings import HARD_LIMIT_GRACE_S, StudySettings
-from seqsweep.urls import mask_url
+from seqsweep.urls import mask_text, mask_url
 
 
 def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
     """Send a message for each trial number of ``study``; return how many were sent.
 
-    The scheduler never imports the worker package: it sends the task by name,
-    with the study's time limits on each message.
+    The scheduler never imports the worker package: it sends the task by name. No
+    time limit travels on the message: workers take the study's from the results DB
+    and ignore any a message carries (anyone who can write to the broker could set one).
     """
-    settings = StudySettings.from_dict(study.settings)
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -28,14 +27,13 @@ def enqueue_trials(app: Any, study: StudyRecord, numbers: Iterable[int]) -> int:
                     args=[TrialMessage(study.id, study.name, number).to_payload()],
                     queue=QUEUE,
                     producer=producer,
-                    soft_time_limit=settings.trial_timeout_s,
-                    time_limit=settings.trial_timeout_s + HARD_LIMIT_GRACE_S,
                     retry=True,
                     retry_policy={"max_retries": 3, "interval_start": 0.5},
                 )
                 sent += 1
     except Exception as exc:  # kombu raises transport-specific errors
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(mask_text(str(exc), app.conf.broker_url).split())
+        reason = reason or type(exc).__name__
         raise ConnectionFailedError(
             f"broker {mask_url(app.conf.broker_url)} failed after {sent} messages: {reason}; "
             "queued trials are kept in the results DB: run the same launch again to resume"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from scheduler.report import fmt_value
 from seqsweep.db import ResultStore
 from seqsweep.errors import TrialError, UsageError
+from seqsweep.files import check_writable_target
 from seqsweep.settings import StudySettings
 from seqsweep.vocab import Task, TrialStatus
 
@@ -85,8 +87,7 @@ def export_best(
         raise UsageError(
             f"--out {out}: Keras saves models as .keras files; use e.g. --out best.keras"
         )
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    check_writable_target(out, "--out")  # before retraining, not after
     study = store.require_study(study_name)
     if trial is None:
         top = store.top_trials(study.id, 1)
@@ -112,10 +113,13 @@ def export_best(
     settings = StudySettings.from_dict(study.settings)
     metric = "test_accuracy" if settings.task is Task.CLASSIFICATION else "test_rmse"
     splits = study_splits(store.load_dataset(study.dataset_hash), study.seed, settings)
-    partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.keras")
     # A packed trial is retrained in its whole pack: same batches and dropout masks.
     numbers = record.pack or (record.number,)
     params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
+    # A fresh, private name beside ``out``: a predictable one could be a planted symlink.
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".keras")
+    os.close(fd)
+    partial = Path(name)
     try:
         outcome = train(
             {n: params[n] for n in numbers},

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from scheduler.report import StudyReport, TrialSummary, fmt_value, param_names
 from scheduler.space import SearchSpace
 from seqsweep.db import ResultStore
 from seqsweep.db.records import COUNTS_ORDER
-from seqsweep.errors import UsageError
+from seqsweep.files import check_writable_target, write_private
 from seqsweep.vocab import Direction, TrialStatus
 
 #: Trials whose learning curves are drawn.
@@ -33,21 +32,10 @@ CURVES = 5
 
 def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Path:
     """Write the page for ``report`` (from :func:`scheduler.report.study_report`) to ``path``."""
-    if not path.parent.is_dir():
-        raise UsageError(f"--html {path}: folder {path.parent} does not exist; create it first")
-    page = html_report(store, report)
-    # Written aside and renamed, so a failed write never leaves half a page behind.
-    part = path.with_name(f".{path.name}.part")
-    try:
-        part.write_text(page, encoding="utf-8")
-        os.replace(part, path)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise UsageError(
-            f"--html {path}: cannot write the report ({exc.strerror}); "
-            "pick a file in a folder you can write to"
-        ) from None
-    return path
+    check_writable_target(path, "--html")
+    # Written aside under a fresh name and renamed: a failed write leaves no half page,
+    # and a symlink planted in a shared folder is replaced, never followed.
+    return write_private(path, html_report(store, report).encode("utf-8"), "--html")
 
 
 def html_report(store: ResultStore, report: StudyReport) -> str:

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,13 @@ from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import StudyReport, study_report
 from scheduler.sampling import sample
 from scheduler.space import default_space, load_space_file
-from seqsweep.broker import check_broker, make_app
+from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.seeds import fresh_study_seed
-from seqsweep.urls import mask_url
+from seqsweep.settings import lease_seconds, stop_grace_seconds
+from seqsweep.urls import mask_url, sqlite_path
 from seqsweep.vocab import Task, TrialStatus
 
 #: How often the wait loop looks for trials whose worker or message was lost.
@@ -66,10 +68,24 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     data = load_dataset(opts.data_file, opts.target, opts.task)
     settings = opts.study_settings(data)
     split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
+    # Settings from the environment are read here, before anything is written: a bad
+    # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
+    lease_seconds()
+    stop_grace_seconds()
+    check_broker_url(opts.broker_url, opts.db_url)
 
+    db_file = sqlite_path(opts.db_url)
+    new_db_file = db_file is not None and not db_file.exists()
     store = ResultStore(opts.db_url)
     app = make_app(opts.broker_url, main="scheduler")
-    check_broker(app, opts.broker_url)
+    try:
+        check_broker(app, opts.broker_url)
+    except SeqsweepError:
+        if new_db_file and db_file is not None:  # a failed check leaves no empty results DB
+            store.dispose()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+        raise
 
     study, added = store.create_study(
         opts.study,

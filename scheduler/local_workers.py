@@ -16,9 +16,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from seqsweep.files import open_log
+from seqsweep.settings import PARENT_ENV, stop_grace_seconds
 from seqsweep.urls import BROKER_ENV, DB_ENV
 
-STOP_TIMEOUT_S = 30
 _PR_SET_PDEATHSIG = 1
 
 
@@ -80,9 +81,10 @@ class LocalWorkers:
         # URLs travel in the environment: argv is visible to every user via `ps`.
         self._env[DB_ENV] = db_url
         self._env[BROKER_ENV] = broker_url
+        self._env[PARENT_ENV] = str(os.getpid())  # the node stops once this process is gone
         self._count = count
         self._home = tempfile.mkdtemp(prefix="seqsweep-workers-")
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = os.fdopen(open_log(log_path), "ab")  # closed in stop()
         self._proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -117,7 +119,7 @@ class LocalWorkers:
         if self._proc.poll() is None:
             # Only the node: it stops its pool processes itself after their trials.
             self._proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
+            deadline = time.monotonic() + stop_grace_seconds()
             while self._proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
         self._signal(signal.SIGKILL)  # pool processes that outlived their parent

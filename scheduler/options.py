@@ -19,7 +19,7 @@ from seqsweep.dataset import Dataset
 from seqsweep.errors import UsageError
 from seqsweep.messages import check_study_name
 from seqsweep.seeds import MAX_SEED
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings, check_bounded
 from seqsweep.urls import resolve_broker_url, resolve_db_url
 from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES
 
@@ -71,10 +71,8 @@ class LaunchOptions:
 
     def __post_init__(self) -> None:
         check_study_name(self.study)
-        _check_count("--trials", self.trials, 1, "e.g. --trials 100")
-        _check_count("--local-workers", self.local_workers, 0, "0 waits for remote workers")
-        _check_count("--max-attempts", self.max_attempts, 1, "use e.g. 3")
-        _check_count("--top", self.top_k, 1, "e.g. --top 5")
+        for name in ("trials", "local_workers", "max_attempts", "top_k"):
+            check_bounded(name, getattr(self, name))
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)
@@ -152,8 +150,3 @@ def _fields_by_flag() -> dict[str, tuple[str, bool]]:
         }
     )
     return names
-
-
-def _check_count(flag: str, value: object, minimum: int, fix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{flag} must be an integer >= {minimum}, got {value!r}; {fix}")

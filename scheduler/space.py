@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from seqsweep.errors import SpaceError
+from seqsweep.errors import SpaceError, UsageError
+from seqsweep.files import read_input
+from seqsweep.settings import BOUNDS, MAX_SPACE_FILE_BYTES, short_value
 from seqsweep.structure import (
     ACTIVATIONS,
     DEFAULTS,
@@ -63,8 +65,13 @@ _NAME = re.compile(r"^[A-Za-z_]\w*$")
 MAX_INT = 2**53
 
 
-def _rule_positive_int(v: Any) -> str | None:
-    return None if v >= 1 else "must be >= 1"
+def _rule_bounded(name: str) -> Callable[[float], str | None]:
+    bound = BOUNDS[name]
+
+    def rule(v: float) -> str | None:
+        return None if bound.low <= v <= bound.high else f"must be in [{bound.low}, {bound.high}]"
+
+    return rule
 
 
 def _rule_layers(v: Any) -> str | None:
@@ -98,7 +105,7 @@ def _rule_bool(v: object) -> str | None:
 #: breach; a per-layer name (``dense_units3``) obeys its shared name's rule.
 RULES: dict[str, tuple[Callable[[Any], str | None], str, str]] = {
     "n_layers": (_rule_layers, "number", "use a layer count such as 2"),
-    "dense_units": (_rule_positive_int, "number", "use a unit count such as 64"),
+    "dense_units": (_rule_bounded("dense_units"), "number", "use a unit count such as 64"),
     "dropout_rate": (_rule_dropout, "number", "use a rate such as 0.2"),
     "activation": (_one_of(ACTIVATIONS), "string", f"use one of {', '.join(ACTIVATIONS)}"),
     "batch_norm": (_rule_bool, "bool", "use true or false"),
@@ -106,8 +113,8 @@ RULES: dict[str, tuple[Callable[[Any], str | None], str, str]] = {
     "optimizer": (_one_of(OPTIMIZERS), "string", f"use one of {', '.join(OPTIMIZERS)}"),
     "learning_rate": (_rule_learning_rate, "number", "use a rate such as 1e-3"),
     "weight_decay": (_rule_non_negative, "number", "use a factor such as 0.004"),
-    "epochs": (_rule_positive_int, "number", "use an epoch count such as 10"),
-    "batch_size": (_rule_positive_int, "number", "use a batch size such as 32"),
+    "epochs": (_rule_bounded("epochs"), "number", "use an epoch count such as 10"),
+    "batch_size": (_rule_bounded("batch_size"), "number", "use a batch size such as 32"),
 }
 
 
@@ -125,13 +132,13 @@ def _number(where: str, value: object, *, integer: bool = False) -> float:
     """Check that ``value`` is a finite number (an integer if asked) and return it."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+        raise SpaceError(f"{where} must be {kind}, got {short_value(value)}")
     if integer and not isinstance(value, int):
-        raise SpaceError(f"{where} must be {kind}, got {value!r}")
+        raise SpaceError(f"{where} must be {kind}, got {short_value(value)}")
     if _too_large(value):
         raise SpaceError(f"{where} must be at most 2**53 in magnitude, got {_show(value)}")
     if not math.isfinite(value):
-        raise SpaceError(f"{where} must be finite, got {value!r}")
+        raise SpaceError(f"{where} must be finite, got {short_value(value)}")
     return value
 
 
@@ -144,12 +151,14 @@ class Choice:
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, tuple):
-            raise SpaceError(f"choice values must be a list, got {self.values!r}")
+            raise SpaceError(f"choice values must be a list, got {short_value(self.values)}")
         if not self.values:
             raise SpaceError("choice values must not be empty; list at least one value")
         for v in self.values:
             if not isinstance(v, int | float | str):  # bool is an int
-                raise SpaceError(f"choice values must be numbers, strings or booleans, got {v!r}")
+                raise SpaceError(
+                    f"choice values must be numbers, strings or booleans, got {short_value(v)}"
+                )
 
     def bounds(self) -> tuple[Scalar, ...]:
         return self.values
@@ -171,7 +180,8 @@ class Uniform:
         _number("high", self.high)
         if self.low > self.high:
             raise SpaceError(
-                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+                f"low must be <= high, got low={short_value(self.low)} "
+                f"high={short_value(self.high)}; swap them"
             )
 
     def bounds(self) -> tuple[Scalar, ...]:
@@ -190,7 +200,9 @@ class LogUniform(Uniform):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.low <= 0:
-            raise SpaceError(f"low must be > 0 on a log scale, got {self.low!r}; use e.g. 1e-4")
+            raise SpaceError(
+                f"low must be > 0 on a log scale, got {short_value(self.low)}; use e.g. 1e-4"
+            )
 
 
 @dataclass(frozen=True)
@@ -208,15 +220,16 @@ class IntRange:
         _number("high", self.high, integer=True)
         _number("step", self.step, integer=True)
         if not isinstance(self.log, bool):
-            raise SpaceError(f"log must be true or false, got {self.log!r}")
+            raise SpaceError(f"log must be true or false, got {short_value(self.log)}")
         if self.low > self.high:
             raise SpaceError(
-                f"low must be <= high, got low={self.low!r} high={self.high!r}; swap them"
+                f"low must be <= high, got low={short_value(self.low)} "
+                f"high={short_value(self.high)}; swap them"
             )
         if self.step < 1:
-            raise SpaceError(f"step must be >= 1, got {self.step!r}")
+            raise SpaceError(f"step must be >= 1, got {short_value(self.step)}")
         if self.log and self.low < 1:
-            raise SpaceError(f"low must be >= 1 on a log scale, got {self.low!r}")
+            raise SpaceError(f"low must be >= 1 on a log scale, got {short_value(self.low)}")
         if self.log and self.step != 1:
             raise SpaceError("step must be 1 when log is true; drop step or log")
 
@@ -242,7 +255,9 @@ class Fixed:
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, int | float | str):  # bool is an int
-            raise SpaceError(f"value must be a number, a string or a boolean, got {self.value!r}")
+            raise SpaceError(
+                f"value must be a number, a string or a boolean, got {short_value(self.value)}"
+            )
 
     def bounds(self) -> tuple[Scalar, ...]:
         return (self.value,)
@@ -279,7 +294,9 @@ class SearchSpace:
             return
         unknown = sorted(set(self.params) - set(ALLOWED_PARAMS))
         if unknown:
-            raise SpaceError(f"unknown parameter {unknown[0]!r}; allowed: {ALLOWED_TEXT}")
+            raise SpaceError(
+                f"unknown parameter {short_value(unknown[0])}; allowed: {ALLOWED_TEXT}"
+            )
         for name, dist in self.params.items():
             _check_param(name, dist)
         _check_structure(self.params)
@@ -319,7 +336,9 @@ class SearchSpace:
         params: dict[str, Distribution] = {}
         for name, spec in data.items():
             if name not in ALLOWED_PARAMS and not custom:
-                raise SpaceError(f"{where}: unknown parameter {name!r}; allowed: {ALLOWED_TEXT}")
+                raise SpaceError(
+                    f"{where}: unknown parameter {short_value(name)}; allowed: {ALLOWED_TEXT}"
+                )
             try:
                 params[name] = _parse_distribution(spec)
             except SpaceError as exc:
@@ -342,24 +361,26 @@ def _parse_distribution(spec: object) -> Distribution:
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise SpaceError(
-            f"type must be one of {', '.join(_KINDS)}, got {kind!r}; "
+            f"type must be one of {', '.join(_KINDS)}, got {short_value(kind)}; "
             "e.g. {type: uniform, low: 0.0, high: 0.5}"
         )
     allowed = _FIELDS[kind]
     unknown = sorted(set(spec) - {"type", *allowed})
     if unknown:
         raise SpaceError(
-            f"unknown key {unknown[0]!r} for type {kind}; allowed: {', '.join(allowed)}"
+            f"unknown key {short_value(unknown[0])} for type {kind}; allowed: {', '.join(allowed)}"
         )
     required = [f for f in allowed if f not in ("step", "log")]
     absent = [f for f in required if f not in spec]
     if absent:
-        raise SpaceError(f"type {kind} needs {', '.join(required)}; {absent[0]!r} is missing")
+        raise SpaceError(
+            f"type {kind} needs {', '.join(required)}; {short_value(absent[0])} is missing"
+        )
     kwargs = {k: spec[k] for k in allowed if k in spec}
     if kind == "choice":
         values = kwargs["values"]
         if not isinstance(values, list):
-            raise SpaceError(f"values must be a list, got {values!r}")
+            raise SpaceError(f"values must be a list, got {short_value(values)}")
         kwargs["values"] = tuple(values)
     return _KINDS[kind](**kwargs)
 
@@ -377,16 +398,16 @@ def _check_param(name: str, dist: Distribution) -> None:
     for value in dist.bounds():
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SpaceError(f"{name} must be a number, got {value!r}; {fix}")
+                raise SpaceError(f"{name} must be a number, got {short_value(value)}; {fix}")
             if integer and not isinstance(value, int):
-                raise SpaceError(f"{name} must be an integer, got {value!r}; {fix}")
+                raise SpaceError(f"{name} must be an integer, got {short_value(value)}; {fix}")
             if _too_large(value):
                 raise SpaceError(
                     f"{name} must be at most 2**53 in magnitude, got {_show(value)}; {fix}"
                 )
         problem = rule(value)
         if problem:
-            raise SpaceError(f"{name} {problem}, got {value!r}; {fix}")
+            raise SpaceError(f"{name} {problem}, got {short_value(value)}; {fix}")
 
 
 def _check_structure(params: Mapping[str, Distribution]) -> None:
@@ -444,7 +465,31 @@ def default_space() -> SearchSpace:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float, as YAML 1.2 and JSON do."""
+    """SafeLoader that reads ``1e-4`` as a float, as YAML 1.2 and JSON do, and refuses
+    what a space file never needs and an attacker would use: anchors and aliases (a
+    few hundred bytes of them expand to gigabytes) and duplicate keys (the last one
+    would silently win)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {short_value(key)}", key_node.start_mark
+                    )
+                if isinstance(key, Hashable):
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -454,21 +499,29 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object with each key once: a repeated key would silently win."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {short_value(key)}")
+        found[key] = value
+    return found
+
+
 def load_space_file(path: str | Path, custom: bool = False) -> SearchSpace:
     """Load and validate a YAML or JSON space file."""
     path = Path(path)
     where = f"space file {path}"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpaceError(f"{where}: not found; check the path given to --space") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(
-            f"{where}: cannot be read ({exc}); check the path given to --space"
-        ) from None
+        text = read_input(path, "--space", MAX_SPACE_FILE_BYTES, where).decode("utf-8")
+    except UsageError as exc:
+        raise SpaceError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{where}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_json_object)
         else:
             data = yaml.load(text, Loader=_YamlLoader)  # SafeLoader subclass: no objects
     except (ValueError, yaml.YAMLError) as exc:

@@ -6,9 +6,11 @@ serializer, queue and transport options. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -16,9 +18,10 @@ from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import create_engine, insert
 
 from seqsweep.errors import ConnectionFailedError, UsageError
+from seqsweep.files import create_private
 from seqsweep.messages import QUEUE
 from seqsweep.settings import celery_config
-from seqsweep.urls import mask_url, sqlite_path
+from seqsweep.urls import mask_text, mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
 #: How often a worker on the embedded broker looks for its next message. kombu's
@@ -54,14 +57,37 @@ def make_app(
     return app
 
 
-def check_broker(app: Any, broker_url: str) -> None:
-    """Raise a one-line error unless the broker at ``broker_url`` accepts a connection."""
+def check_broker_url(broker_url: str, db_url: str | None = None) -> None:
+    """Refuse, without touching anything, a broker URL seqsweep cannot use, or an embedded
+    broker file that is the results DB (both would fight over one SQLite file)."""
     masked = mask_url(broker_url)
     if not broker_url.startswith(_SCHEMES):
         raise UsageError(
             f"--broker {masked!r}: unsupported URL; use redis://HOST:6379/0 or "
             "sqla+sqlite:///PATH (the embedded default)"
         )
+    broker_file = sqlite_path(broker_url)
+    db_file = None if db_url is None else sqlite_path(db_url)
+    if broker_file is not None and db_file is not None and _same_file(broker_file, db_file):
+        raise UsageError(
+            f"--broker {masked!r} is the results DB file {db_file}; give the broker its own "
+            "file, e.g. sqla+sqlite:///seqsweep-broker.db (the default)"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_broker(app: Any, broker_url: str) -> None:
+    """Raise a one-line error unless the broker at ``broker_url`` accepts a connection."""
+    masked = mask_url(broker_url)
+    check_broker_url(broker_url)
     path = sqlite_path(broker_url)
     if path is not None:
         prepare_sqlite_broker(app, path)
@@ -72,7 +98,7 @@ def check_broker(app: Any, broker_url: str) -> None:
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_CONNECT_TIMEOUT_S
             )
     except Exception as exc:  # kombu raises transport-specific types; report them all
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(mask_text(str(exc), broker_url).split()) or type(exc).__name__
         raise ConnectionFailedError(
             f"cannot reach broker {masked}: {reason}; check --broker / SEQSWEEP_BROKER_URL "
             "and that the broker is running"
@@ -99,6 +125,8 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
     down), so this leaves kombu's cache as it was.
     """
     try:
+        with contextlib.suppress(OSError):  # an unwritable folder is reported by open below
+            create_private(path)
         with open(path, "ab") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             con = sqlite3.connect(path, timeout=30)
@@ -117,8 +145,8 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
                 engine.dispose()
     except Exception as exc:  # OSError, sqlite3 or kombu's SQLAlchemy errors alike
         raise ConnectionFailedError(
-            f"cannot open embedded broker file {path}: {exc}; check that its folder exists "
-            "and is writable, or pass --broker"
+            f"cannot open embedded broker file {path}: {mask_text(str(exc))}; check that its "
+            "folder exists and is writable, or pass --broker"
         ) from None
 
 

@@ -3,12 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from seqsweep.errors import SeqsweepError
+from seqsweep.errors import SeqsweepError, UsageError
+from seqsweep.settings import BOUNDS, parse_bounded
+from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url
+
+#: Flags that take a URL, and the environment variable that takes it as well.
+URL_FLAGS = {"--db": DB_ENV, "--broker": BROKER_ENV}
+
+
+def hide_passwords_from_ps(argv: list[str]) -> None:
+    """If a flag in ``argv`` (this process's own arguments) holds a URL with a password,
+    warn, move the URL into the environment and re-execute this same command without it.
+
+    Every user of the machine sees a process's arguments (``ps``), and a worker node's
+    pool processes inherit them; only the user (and root) can read its environment. The
+    new process image has the same pid, so whoever started it notices nothing.
+    """
+    moved: dict[str, str] = {}
+    kept: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name in URL_FLAGS:
+            url = value if equals else next(args, "")
+            if mask_url(url) != url:  # it holds a password
+                moved[URL_FLAGS[name]] = url
+                continue
+            kept.extend([arg] if equals else [arg, url])
+            continue
+        kept.append(arg)
+    if not moved:
+        return
+    flags = " and ".join(f for f, env in URL_FLAGS.items() if env in moved)
+    print(
+        f"warning: a password in {flags} shows in `ps` to every user; it is now hidden, "
+        "but pass it with --db-env/--broker-env NAME, --db-file/--broker-file PATH "
+        f"or ${DB_ENV}/${BROKER_ENV} instead",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.environ.update(moved)
+    prefix = sys.orig_argv[: len(sys.orig_argv) - len(argv)]  # interpreter, its options, -m X
+    os.execv(sys.executable, [*prefix, *kept])
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -18,23 +60,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """Return an argparse type for integers of at least ``minimum``."""
+def bounded(name: str) -> Callable[[str], int]:
+    """Return an argparse type for the integers ``seqsweep.settings.BOUNDS[name]`` allows."""
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
+            return parse_bounded(name, text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError("must " + str(exc).split(" must ", 1)[-1]) from None
 
+    parse.__name__ = BOUNDS[name].flag  # argparse names the type in its own errors
     return parse
-
-
-positive_int = int_at_least(1)
-non_negative_int = int_at_least(0)
 
 
 def interrupt_on_termination() -> None:

@@ -63,7 +63,9 @@ class TrialMessage:
                 raise MessageError(
                     f"payload {key} must be an integer in [0, 2**63), got {short_repr(value)}"
                 )
-        if not isinstance(study, str) or not 0 < len(study) <= MAX_NAME:
+        # The name must be one seqsweep allows: a newline or control character here
+        # would forge lines in the workers log.
+        if not isinstance(study, str) or not _STUDY_NAME.fullmatch(study):
             raise MessageError(f"payload study must be a study name, got {short_repr(study)}")
         return cls(study_id=study_id, study=study, number=number)  # type: ignore[arg-type]
 

@@ -30,6 +30,22 @@ HARD_LIMIT_GRACE_S = 30
 #: leases ride out longer DB outages; shorter ones requeue lost trials sooner.
 LEASE_ENV = "SEQSWEEP_LEASE_S"
 DEFAULT_LEASE_S = 60.0
+#: ``launch`` names itself to the local worker node it starts, which stops once ``launch``
+#: is gone (even killed with -9): its trials get this long to finish, then the node and
+#: its pool processes are killed, as ``launch`` itself stops them when a study ends.
+PARENT_ENV = "SEQSWEEP_LAUNCH_PID"
+STOP_GRACE_ENV = "SEQSWEEP_STOP_GRACE_S"
+DEFAULT_STOP_GRACE_S = 30.0
+
+
+def stop_grace_seconds() -> float:
+    """How long a local node whose ``launch`` died lets its trials finish."""
+    return _env_seconds(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S, "e.g. 30")
+
+
+#: A test hook: a file to which workers append every training run and result write
+#: (``worker.tasks._witness``), the fault tests' independent record of double counts.
+WITNESS_ENV = "SEQSWEEP_WITNESS_FILE"
 #: Overrides VISIBILITY_TIMEOUT_S on Redis. Only for testing redelivery: a
 #: value below the longest trial makes Redis hand running trials out again
 #: (harmless, since the claim refuses them, but wasteful).
@@ -47,7 +63,66 @@ MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 
 
 DEFAULT_PACK_SIZE = 32
-MAX_PACK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The integers a flag or a space value may take, and how to fix a value outside."""
+
+    flag: str
+    low: int
+    high: int
+    fix: str
+
+
+#: Every integer a user gives (flag, API argument, space value, message field) has its
+#: bounds here, once: beyond them a value exhausts memory, forks the machine down,
+#: holds a write lock for minutes or overflows a 64-bit column.
+BOUNDS: dict[str, Bound] = {
+    "trials": Bound("--trials", 1, 100_000, "e.g. --trials 100; split larger searches"),
+    "epochs": Bound("--epochs", 1, 10_000, "use e.g. --epochs 10, as in the article"),
+    "batch_size": Bound("--batch-size", 1, 1_000_000, "use e.g. --batch-size 32"),
+    "dense_units": Bound("dense_units", 1, 65_536, "use a unit count such as 64"),
+    "pack_size": Bound("--pack-size", 1, 256, "use --pack-size 1 to turn packing off, or 32"),
+    "local_workers": Bound("--local-workers", 0, 256, "use one per core; 0 for remote only"),
+    "concurrency": Bound("--concurrency", 1, 256, "use one per core"),
+    "max_attempts": Bound("--max-attempts", 1, 100, "use e.g. 3"),
+    "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),
+    "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
+}
+MAX_PACK_SIZE = BOUNDS["pack_size"].high
+#: Bytes of a space file and of a data file read in full.
+MAX_SPACE_FILE_BYTES = 1 << 20
+MAX_DATA_FILE_BYTES = 1 << 30
+
+
+def check_bounded(name: str, value: object) -> int:
+    """Return ``value`` if it is an integer within ``BOUNDS[name]``; else one-line UsageError."""
+    bound = BOUNDS[name]
+    if isinstance(value, int) and not isinstance(value, bool) and bound.low <= value <= bound.high:
+        return value
+    raise UsageError(
+        f"{bound.flag} must be an integer in [{bound.low}, {bound.high}], "
+        f"got {short_value(value)}; {bound.fix}"
+    )
+
+
+def short_value(value: object) -> str:
+    """``repr`` of a user's value, cut short: it may be huge (and Python refuses to print
+    an integer of more than 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def parse_bounded(name: str, text: str) -> int:
+    """Parse a flag's text as an integer within ``BOUNDS[name]``."""
+    try:
+        value: object = int(text.strip())
+    except ValueError:  # not a number, or more digits than Python converts
+        value = text
+    return check_bounded(name, value)
 
 
 @dataclass(frozen=True)
@@ -74,8 +149,8 @@ class StudySettings:
     model_sha256: str | None = None
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1, "use --epochs 10, as in the article")
-        _check_int("batch_size", self.batch_size, 1, "use --batch-size 32, as in the article")
+        check_bounded("epochs", self.epochs)
+        check_bounded("batch_size", self.batch_size)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -84,16 +159,11 @@ class StudySettings:
                 raise UsageError(
                     f"setting {name}: must be in (0, 0.5), got {value!r}; use e.g. 0.2"
                 )
-        _check_int(
-            "pack_size", self.pack_size, 1, "use --pack-size 1 to turn packing off, or e.g. 32"
-        )
-        if self.pack_size > MAX_PACK_SIZE:
-            raise UsageError(
-                f"setting pack_size: must be at most {MAX_PACK_SIZE}, got {self.pack_size}; "
-                "larger packs gain nothing and hold many trials on one worker"
-            )
+        check_bounded("pack_size", self.pack_size)
         if self.task not in tuple(Task):
-            raise UsageError(f"--task: must be classification or regression, got {self.task!r}")
+            raise UsageError(
+                f"--task: must be classification or regression, got {short_value(self.task)}"
+            )
         object.__setattr__(self, "task", Task(self.task))
         allowed = TASK_OBJECTIVES[self.task]
         if self.objective not in allowed:
@@ -125,13 +195,6 @@ class StudySettings:
         known = {f.name for f in dataclasses.fields(cls)}
         # Studies stored before packing existed go on training unpacked, as they began.
         return cls(**{"pack_size": 1, **{k: v for k, v in data.items() if k in known}})
-
-
-def _check_int(name: str, value: object, minimum: int, fix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"setting {name}: must be an integer, got {value!r}; {fix}")
-    if value < minimum:
-        raise UsageError(f"setting {name}: must be >= {minimum}, got {value}; {fix}")
 
 
 def lease_seconds() -> float:

@@ -7,9 +7,16 @@ anything that prints a URL goes through :func:`mask_url`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from kombu.utils.url import maybe_sanitize_url
+from sqlalchemy.engine import make_url
+
+from seqsweep.errors import UsageError
 
 DB_ENV = "SEQSWEEP_DB_URL"
 BROKER_ENV = "SEQSWEEP_BROKER_URL"
@@ -24,12 +31,24 @@ _SQLITE_PREFIXES = ("sqlite:///", "sqla+sqlite:///")
 
 def resolve_db_url(flag: str | None) -> str:
     """Return the results DB URL from ``flag``, ``$SEQSWEEP_DB_URL`` or the default."""
-    return absolutize_sqlite(_pick(flag, DB_ENV, DEFAULT_DB_URL))
+    return absolutize_sqlite(check_unambiguous(_pick(flag, DB_ENV, DEFAULT_DB_URL), "--db"))
 
 
 def resolve_broker_url(flag: str | None) -> str:
     """Return the broker URL from ``flag``, ``$SEQSWEEP_BROKER_URL`` or the default."""
-    return absolutize_sqlite(_pick(flag, BROKER_ENV, DEFAULT_BROKER_URL))
+    url = _pick(flag, BROKER_ENV, DEFAULT_BROKER_URL)
+    return absolutize_sqlite(check_unambiguous(url, "--broker"))
+
+
+def check_unambiguous(url: str, flag: str) -> str:
+    """Refuse a URL with two ``@``: drivers cut its password at the first one and would
+    take the rest of the password for a host name, and print it in their errors."""
+    if url.partition("://")[2].count("@") > 1:
+        raise UsageError(
+            f"{flag} {mask_url(url)!r}: the user or password holds an '@'; "
+            "percent-encode it as %40 (and '/' as %2F, '#' as %23)"
+        )
+    return url
 
 
 def _pick(flag: str | None, env: str, default: str) -> str:
@@ -72,20 +91,76 @@ def sqlite_path(url: str) -> Path | None:
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
-    Works for SQLAlchemy URLs (``postgresql+psycopg://u:p@h/db``) and broker
-    URLs (``redis://:p@h:6379/0``, ``rediss://u:p@h``). A URL that cannot be
-    parsed is masked whole rather than risk printing a secret.
+    SQLAlchemy's own parser (``make_url``) masks what SQLAlchemy would send as the
+    password, and kombu's ``maybe_sanitize_url`` what it would (``amqp://u:p@h//``).
+    Both parsers stop the password at the first ``@`` and give up on some reserved
+    characters (``#``, ``/``, ``?``, ``[``) that a user may still have typed in a
+    password, so a URL with more than one ``@``, or one neither parser takes, is cut
+    at its last ``@`` instead: everything between ``user:`` and that ``@`` is hidden.
+    Hiding too much is safe; printing a piece of a password is not.
     """
+    head, sep, rest = url.partition("://")
+    userinfo, at, where = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url  # no password anywhere
+    user = userinfo.partition(":")[0]
+    fallback = f"{head}://{user}:***@{where}"
+    if rest.count("@") > 1:
+        return fallback
+    for masker in (_sqlalchemy_masked, _kombu_masked):
+        masked = masker(url)
+        if masked is not None and not _leaks(masked, url):
+            return masked
+    return fallback
+
+
+def mask_text(text: str, *urls: str) -> str:
+    """Return a driver's or broker's error ``text`` safe to show: every URL in it is
+    masked, and so is every form of the passwords in ``urls`` (raw, %-decoded, as
+    each parser reads it), since drivers may echo a password without its URL."""
+    text = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    secrets = sorted({s for url in urls for s in _passwords(url)}, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _passwords(url: str) -> set[str]:
+    """Every string that may be the password of ``url``, by each way of reading it."""
+    found: set[str] = set()
+    rest = url.partition("://")[2]
+    userinfo, at, _ = rest.rpartition("@")
+    if at and ":" in userinfo:
+        widest = userinfo.partition(":")[2]
+        found |= {widest, unquote(widest)}
+        first = rest.partition("@")[0]
+        if ":" in first:  # what a parser that stops at the first "@" reads
+            narrow = first.partition(":")[2]
+            found |= {narrow, unquote(narrow)}
+    with contextlib.suppress(Exception):
+        found.add(make_url(url).password or "")
+    with contextlib.suppress(ValueError):
+        found.add(urlsplit(url).password or "")
+    return {s for s in found if s}
+
+
+def _leaks(masked: str, url: str) -> bool:
+    return any(secret in masked for secret in _passwords(url) if secret != "***")
+
+
+def _sqlalchemy_masked(url: str) -> str | None:
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        netloc = f"{user}:***@{host}{port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<unparsable URL hidden>"
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # ArgumentError, ValueError (a port that is not a number), ...
+        return None
+
+
+def _kombu_masked(url: str) -> str | None:
+    try:
+        masked = maybe_sanitize_url(url, mask="***")
+    except Exception:  # kombu raises on a port that is not a number
+        return None
+    return masked if isinstance(masked, str) else None

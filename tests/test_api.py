@@ -87,7 +87,7 @@ def test_launch_takes_the_cli_flags_with_the_cli_defaults(
     assert from_cli == LaunchOptions.from_flags() == LaunchOptions()
     with pytest.raises(UsageError, match="unknown launch option 'trial'; the options are "):
         seqsweep.launch(trial=3)
-    with pytest.raises(UsageError, match="setting epochs: must be >= 1, got 0"):
+    with pytest.raises(UsageError, match=r"--epochs must be an integer in \[1, 10000\], got 0"):
         seqsweep.launch(epochs=0)
     assert list(tmp_path.iterdir()) == [], "bad options write nothing"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -57,7 +58,7 @@ def _files(tmp_path: Path) -> None:
 
 
 CASES = [
-    (["--trials", "0"], "--trials: must be >= 1, got 0"),
+    (["--trials", "0"], "--trials: must be an integer in [1, 100000], got 0"),
     (["--trials", "x"], "--trials: must be an integer"),
     (["--data", "missing.csv", "--target", "y"], "data file missing.csv: not found"),
     (["--data", "bad.csv", "--target", "nope"], "target column 'nope' not found"),
@@ -83,9 +84,9 @@ CASES = [
         ["--data", "one.csv", "--target", "label", "--task", "regression"],
         "--task regression needs a numeric target, found 'x'",
     ),
-    (["--epochs", "0"], "--epochs: must be >= 1"),
-    (["--pack-size", "0"], "--pack-size: must be >= 1"),
-    (["--pack-size", "1000"], "setting pack_size: must be at most 256, got 1000"),
+    (["--epochs", "0"], "--epochs: must be an integer in [1, 10000]"),
+    (["--pack-size", "0"], "--pack-size: must be an integer in [1, 256]"),
+    (["--pack-size", "1000"], "--pack-size: must be an integer in [1, 256], got 1000"),
     (["--val-fraction", "0.7"], "val_fraction: must be in (0, 0.5)"),
     (["--study", "has space"], "--study 'has space'"),
     (["--db", "mysql://x@h/db"], "backend 'mysql' is not supported"),
@@ -97,6 +98,7 @@ CASES = [
 @pytest.mark.parametrize(("flags", "fragment"), CASES, ids=[c[1][:30] for c in CASES])
 def test_bad_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> None:
     _files(tmp_path)
+    before = set(tmp_path.rglob("*"))
     proc = run_cli(
         "scheduler",
         "launch",
@@ -111,10 +113,12 @@ def test_bad_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> No
         timeout=60,
     )
     _assert_one_line_error(proc, fragment)
-    db = tmp_path / "results.db"
-    if db.exists():
-        with sqlite3.connect(db) as con:
-            assert con.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    assert _written(tmp_path, before) == [], "a refused launch wrote files"
+
+
+def _written(folder: Path, before: set[Path]) -> list[str]:
+    """Files (and folders) in ``folder`` that were not in ``before``."""
+    return sorted(str(p.relative_to(folder)) for p in set(folder.rglob("*")) - before)
 
 
 def test_unreachable_broker_fails_fast_and_masks_password(tmp_path: Path) -> None:
@@ -248,13 +252,13 @@ def _more_files(tmp_path: Path) -> None:
 
 
 MORE_CASES = [
-    (["--trials", "-1"], "--trials: must be >= 1, got -1"),
+    (["--trials", "-1"], "--trials: must be an integer in [1, 100000], got -1"),
     (["--data", "latin1.csv", "--target", "label"], "cannot be read as CSV"),
     (["--data", "nanword.csv", "--target", "label"], "empty or NaN cell in column 'b' at row 2"),
     (["--data", "ragged.csv", "--target", "label"], "more fields than the header"),
     (["--data", "header.csv", "--target", "label"], "no data rows"),
-    (["--data", ".", "--target", "label"], "data file .: not found"),  # a folder
-    (["--data", "notzip.npz"], "cannot be read as .npz"),
+    (["--data", ".", "--target", "label"], "data file .: is a folder"),
+    (["--data", "notzip.npz"], "not an .npz (zip) archive"),
     (["--data", "noy.npz"], "array 'y' is missing"),
     (["--space", "badkey.json"], "unknown key 'mean' for type uniform"),
     (["--space", "badtype.json"], "type must be one of"),
@@ -263,7 +267,7 @@ MORE_CASES = [
     (["--space", "dropoutneg.json"], "dropout_rate1 must be in [0, 1), got -0.1"),
     (["--space", "lr0.json"], "learning_rate must be > 0, got 0"),
     (["--space", "lrneg.json"], "learning_rate must be > 0, got -0.01"),
-    (["--space", "units0.json"], "dense_units must be >= 1, got 0"),
+    (["--space", "units0.json"], "dense_units must be in [1, 65536], got 0"),
     (["--space", "huge.json"], "must be at most 2**53"),
     (["--space", "list.yaml"], "must be a mapping of parameter names"),
     (["--space", "broken.yaml"], "not valid YAML/JSON"),
@@ -273,6 +277,78 @@ MORE_CASES = [
 @pytest.mark.parametrize(("flags", "fragment"), MORE_CASES, ids=[c[1][:30] for c in MORE_CASES])
 def test_more_bad_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> None:
     _more_files(tmp_path)
+    test_bad_launch_input(tmp_path, flags, fragment)
+
+
+# -- the red-team round: inputs that exhausted memory, hung, or were taken wrongly ----
+
+#: 577 bytes that expand to gigabytes if aliases are followed.
+BILLION_LAUGHS = "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+_VALID_SPACE = "dropout_rate1: 0.1\ndropout_rate2: 0.1\nlearning_rate: 0.01\n"
+
+
+def _red_team_files(tmp_path: Path) -> None:
+    (tmp_path / "laughs.yaml").write_text(BILLION_LAUGHS)
+    (tmp_path / "anchor.yaml").write_text("dense_units: &u 8\n" + _VALID_SPACE)
+    (tmp_path / "alias.yaml").write_text("dense_units: &u 8\nepochs: *u\n" + _VALID_SPACE)
+    (tmp_path / "dupkey.yaml").write_text("dense_units: 8\ndense_units: 64\n" + _VALID_SPACE)
+    (tmp_path / "dupkey.json").write_text(
+        '{"dense_units": 8, "dense_units": 64, "dropout_rate1": 0.1, '
+        '"dropout_rate2": 0.1, "learning_rate": 0.01}'
+    )
+    (tmp_path / "hugefile.yaml").write_text("# padding\n" * 200_000)
+    (tmp_path / "hugeepochs.yaml").write_text(
+        "dense_units: 8\nepochs: {type: int, low: 1, high: 1000000000}\n" + _VALID_SPACE
+    )
+    (tmp_path / "hugeunits.yaml").write_text(
+        "dense_units: {type: choice, values: [8, 10000000]}\n" + _VALID_SPACE
+    )
+    os.mkfifo(tmp_path / "fifo.yaml")
+    os.mkfifo(tmp_path / "fifo.csv")
+    np.save(tmp_path / "array.npy", np.zeros((10, 2)))
+    (tmp_path / "array.npy").rename(tmp_path / "npy.npz")
+    np.savez(tmp_path / "zerocol.npz", X=np.zeros((10, 0)), y=np.arange(10) % 2)
+    np.savez(tmp_path / "classes.npz", X=np.zeros((10_000, 2)), y=np.arange(10_000))
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    x[3, 1] = 1e30
+    np.savez(tmp_path / "huge.npz", X=x, y=np.arange(40) % 2)
+    (tmp_path / "dupcol.csv").write_text("a,b,a,label\n1,2,3,x\n4,5,6,y\n7,8,9,x\n")
+
+
+RED_TEAM_CASES = [
+    (["--space", "laughs.yaml"], "anchors and aliases (& and *) are not allowed"),
+    (["--space", "anchor.yaml"], "anchors and aliases (& and *) are not allowed"),
+    (["--space", "alias.yaml"], "anchors and aliases (& and *) are not allowed"),
+    (["--space", "dupkey.yaml"], "duplicate key 'dense_units'"),
+    (["--space", "dupkey.json"], "duplicate key 'dense_units'"),
+    (["--space", "hugefile.yaml"], "more than the 1048576 bytes allowed"),
+    (["--space", "hugeepochs.yaml"], "epochs must be in [1, 10000], got 1000000000"),
+    (["--space", "hugeunits.yaml"], "dense_units must be in [1, 65536], got 10000000"),
+    (["--space", "fifo.yaml"], "space file fifo.yaml: is not a regular file"),
+    (["--data", "fifo.csv", "--target", "label"], "data file fifo.csv: is not a regular file"),
+    (["--data", "npy.npz"], "not an .npz (zip) archive"),
+    (["--data", "zerocol.npz"], "X has no feature columns"),
+    (["--data", "classes.npz"], "the target has 10000 classes in 10000 rows"),
+    (["--data", "huge.npz"], "feature 1 is 1e+30 at row 3"),
+    (["--data", "dupcol.csv", "--target", "label"], "column 'a' appears twice in the header"),
+    (["--trials", "1000000000"], "--trials: must be an integer in [1, 100000], got 1000000000"),
+    (["--local-workers", "100000"], "--local-workers: must be an integer in [0, 256]"),
+    (["--epochs", "1" + "0" * 30], "--epochs: must be an integer in [1, 10000]"),
+    (["--epochs", "9" * 5000], "--epochs: must be an integer in [1, 10000]"),
+    (["--batch-size", str(2**63 + 1)], "--batch-size: must be an integer in [1, 1000000]"),
+    (["--top", str(2**63 + 1)], "--top: must be an integer in [1, 100000]"),
+    (["--max-attempts", "1000000"], "--max-attempts: must be an integer in [1, 100]"),
+    (["--db", "sqlite://user:hunter2@/x.db"], "sqlite://user:***@/x.db"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"), RED_TEAM_CASES, ids=[c[1][:30] for c in RED_TEAM_CASES]
+)
+def test_red_team_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    _red_team_files(tmp_path)
     test_bad_launch_input(tmp_path, flags, fragment)
 
 
@@ -325,3 +401,99 @@ def test_study_name_reused_with_other_inputs_is_refused(
     with sqlite3.connect(tmp_path / "results.db") as con:  # nothing added to the old study
         assert con.execute("SELECT count(*) FROM trials").fetchone() == (2,)
         assert con.execute("SELECT count(*) FROM studies").fetchone() == (1,)
+
+
+def test_results_db_that_is_not_sqlite_or_too_new_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "notdb.db").write_text("hello, not a database\n")
+    proc = run_cli("scheduler", "status", "--db", "sqlite:///notdb.db", cwd=tmp_path)
+    _assert_one_line_error(proc, "the file is not a SQLite database")
+    assert (tmp_path / "notdb.db").read_text() == "hello, not a database\n"
+    assert run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "results.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    proc = run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path)
+    _assert_one_line_error(proc, "newer than this seqsweep knows")
+
+
+def test_export_checks_its_out_path_before_retraining(tmp_path: Path) -> None:
+    (tmp_path / "dir.keras").mkdir()
+    assert run_cli("scheduler", "migrate", "--db", DB, cwd=tmp_path).returncode == 0
+    # No study exists: the path is refused first, so nothing would have been retrained.
+    for out, fragment in (
+        ("dir.keras", "dir.keras: is a folder"),
+        ("missing/best.keras", "folder missing does not exist"),
+    ):
+        proc = run_cli("scheduler", "export", "--db", DB, "--out", out, cwd=tmp_path)
+        _assert_one_line_error(proc, fragment)
+    for flag, value in (("--trial", str(2**63 + 1)), ("--top", str(2**63 + 1))):
+        command = "export" if flag == "--trial" else "report"
+        extra = ["--out", "b.keras"] if command == "export" else []
+        proc = run_cli("scheduler", command, "--db", DB, flag, value, *extra, cwd=tmp_path)
+        _assert_one_line_error(proc, f"{flag}: must be an integer in")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--loglevel", "BOGUS"], "--loglevel 'BOGUS': use one of DEBUG, INFO"),
+        (["--logfile", "missing/dir/w.log"], "log file missing/dir/w.log: cannot open it"),
+        (["--concurrency", "100000"], "--concurrency: must be an integer in [1, 256]"),
+        (["--broker", "sqla+sqlite:///results.db"], "is the results DB file"),
+    ],
+)
+def test_worker_refuses_bad_flags_before_starting(
+    tmp_path: Path, flags: list[str], fragment: str
+) -> None:
+    """Each is refused before a pool process is forked (a bound that came after the fork
+    would have started 100,000 processes)."""
+    before = set(tmp_path.rglob("*"))
+    proc = run_cli("worker", "--db", DB, *flags, cwd=tmp_path, timeout=60)
+    _assert_one_line_error(proc, fragment)
+    assert _written(tmp_path, before) == []
+
+
+def test_launch_validates_environment_settings_and_writes_nothing(tmp_path: Path) -> None:
+    before = set(tmp_path.rglob("*"))
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        cwd=tmp_path,
+        env={"SEQSWEEP_LEASE_S": "abc"},
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "$SEQSWEEP_LEASE_S: must be a positive number of seconds")
+    assert _written(tmp_path, before) == []
+
+
+def test_broker_that_is_the_results_db_is_refused_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        "--broker",
+        "sqla+sqlite:///seqsweep.db",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "is the results DB file")
+    assert time.monotonic() - started < 30
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_broker_check_leaves_no_results_db(tmp_path: Path) -> None:
+    proc = run_cli(
+        "scheduler",
+        "launch",
+        "--local-workers",
+        "0",
+        "--broker",
+        "redis://127.0.0.1:1/0",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    _assert_one_line_error(proc, "cannot reach broker redis://127.0.0.1:1/0")
+    assert list(tmp_path.iterdir()) == []

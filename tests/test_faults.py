@@ -8,6 +8,8 @@ results DB: each trial counted exactly once, and nothing left ``running``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy
 
+from seqsweep.settings import WITNESS_ENV
 from tests.conftest import run_cli, write_tiny_csv
 from tests.processes import (
     FAST_LEASE,
@@ -36,8 +39,10 @@ TINY = ["--data", "tiny.csv", "--target", "label", "--epochs", str(EPOCHS), "--b
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_tiny_csv(tmp_path / "tiny.csv", rows=600)
+    # Every worker these tests start (directly or through launch) inherits it.
+    monkeypatch.setenv(WITNESS_ENV, str(tmp_path / "witness.jsonl"))
     return tmp_path
 
 
@@ -57,6 +62,32 @@ def _succeeded(db: str) -> int:
         return 0
 
 
+def check_witness(lines: list[str], succeeded: set[int], failed: set[int]) -> None:
+    """Check the workers' append-only record of training runs and result writes.
+
+    The results DB cannot show a double count: a trial's row and its epochs are
+    updated in place. The witness is written apart from it, one line per event and
+    attempt, so a trial trained to completion and recorded by two attempts shows.
+    """
+    events = [json.loads(line) for line in lines]
+    recorded: dict[int, list[int]] = {}
+    trained: set[tuple[int, int]] = set()
+    for e in events:
+        if e["event"] == "trained":
+            trained.add((e["number"], e["attempt"]))
+        else:
+            recorded.setdefault(e["number"], []).append(e["attempt"])
+    twice = {n: a for n, a in recorded.items() if len(a) > 1}
+    assert not twice, f"trials recorded by more than one attempt: {twice}"
+    assert set(recorded) == succeeded | failed, (sorted(recorded), sorted(succeeded | failed))
+    for e in events:
+        if e["event"] == "recorded":
+            assert (e["number"], e["attempt"]) in trained, e
+            assert e["number"] in succeeded, e
+        if e["event"] == "failed":
+            assert e["number"] in failed, e
+
+
 def _assert_each_trial_counted_once(db: str, n: int, *, all_succeeded: bool = True) -> list[Any]:
     trials = rows(db, "SELECT number, status, attempts, error FROM trials ORDER BY number")
     assert [t[0] for t in trials] == list(range(n)), trials
@@ -68,6 +99,14 @@ def _assert_each_trial_counted_once(db: str, n: int, *, all_succeeded: bool = Tr
     succeeded = sum(t[1] == "succeeded" for t in trials)
     # No trial's epochs were written twice, and no failed trial wrote any.
     assert rows(db, "SELECT count(*) FROM trial_epochs") == [(succeeded * EPOCHS,)]
+    # Failed trials given up by recovery were never recorded by a worker.
+    by_worker = {t[0] for t in trials if t[1] == "failed" and "gave up after" not in (t[3] or "")}
+    witness = Path(os.environ[WITNESS_ENV])
+    check_witness(
+        witness.read_text().splitlines(),
+        succeeded={t[0] for t in trials if t[1] == "succeeded"},
+        failed=by_worker,
+    )
     return trials
 
 
@@ -317,6 +356,47 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _running(db: str) -> int:
+    try:
+        return int(rows(db, "SELECT count(*) FROM trials WHERE status = 'running'")[0][0])
+    except sqlalchemy.exc.SQLAlchemyError:  # not created yet
+        return 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has stopped running; only its parent's wait is left
+
+
+def test_killed_launch_takes_its_busy_local_node_down(home: Path, embedded: dict[str, str]) -> None:
+    """kill -9 of launch while its node trains: the node and its pool process are gone
+    within the grace ($SEQSWEEP_STOP_GRACE_S, 3 s here), not when the trial ends."""
+    args = ["--trials", "1", "--local-workers", "1", "--study", "busy", "--pack-size", "1"]
+    args += ["--data", "tiny.csv", "--target", "label", "--epochs", "10000", "--batch-size", "8"]
+    scheduler = launch(home, "launch", *args, *_urls(embedded), SEQSWEEP_STOP_GRACE_S="3")
+    node: list[int] = []
+    try:
+        wait_until(lambda: _running(embedded["db"]) == 1, 120, "the trial to run")
+        node = _children(scheduler.pid)
+        assert len(node) == 1, node
+        processes = node + _children(node[0])
+        assert len(processes) == 2, processes  # the node and its one pool process
+        os.kill(scheduler.pid, signal.SIGKILL)
+        scheduler.wait(10)
+        started = time.monotonic()
+        wait_until(lambda: all(_gone(p) for p in processes), 30, "the node and its pool to die")
+        assert time.monotonic() - started < 20
+    finally:
+        scheduler.kill9()
+        for pid in node:  # the node has its own process group, with its pool processes
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert rows(embedded["db"], "SELECT status FROM trials") == [("running",)]  # until its lease
+
+
 def test_launch_restarts_its_local_workers_when_they_die(
     home: Path, embedded: dict[str, str]
 ) -> None:
@@ -398,3 +478,15 @@ def test_recover_resends_lost_messages(home: Path, embedded: dict[str, str]) -> 
     assert _messages_sent(home / "b.db") == 3
     proc = run_cli("scheduler", "recover", *_urls(embedded), cwd=home)
     assert "nothing lost; 0 message(s) sent" in proc.stdout
+
+
+def test_the_witness_sees_a_trial_recorded_by_two_attempts() -> None:
+    """The check above can fail: a double count the results DB would hide."""
+    line = '{{"event": "{}", "study_id": 1, "number": {}, "attempt": {}, "pid": 7}}'
+    fine = [line.format("trained", 0, 1), line.format("recorded", 0, 1)]
+    check_witness(fine, succeeded={0}, failed=set())
+    twice = [*fine, line.format("trained", 0, 2), line.format("recorded", 0, 2)]
+    with pytest.raises(AssertionError, match="recorded by more than one attempt"):
+        check_witness(twice, succeeded={0}, failed=set())
+    with pytest.raises(AssertionError):  # a result written with no training run behind it
+        check_witness([line.format("recorded", 0, 1)], succeeded={0}, failed=set())

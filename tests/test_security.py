@@ -351,10 +351,14 @@ def test_wrong_redis_password_is_one_masked_line(tmp_path: Path, password_redis:
     assert time.monotonic() - started < 20
     assert wrong not in proc.stdout + proc.stderr
     assert _study_count(tmp_path / "r.db") == 0  # nothing written
-    # A worker given the wrong password says so in one line and does not start.
+    # A worker given the wrong password says so in one line and does not start (after
+    # one line of warning: a password in a flag).
     worker = run_cli("worker", "--broker", broker, "--db", "sqlite:///r.db", cwd=tmp_path)
+    warning, _, error = worker.stderr.partition("\n")
+    assert warning.startswith("warning: a password in --broker shows in `ps`"), worker.stderr
+    worker.stderr = error
     _assert_one_line_error(worker, f"cannot reach broker redis://:***@127.0.0.1:{password_redis}")
-    assert wrong not in worker.stdout + worker.stderr
+    assert wrong not in worker.stdout + worker.stderr + warning
 
 
 def _study_count(path: Path) -> int:
@@ -579,6 +583,21 @@ MASKING = [
         [*_LAUNCH0, "--broker", "ftp://u:hunter2@h/x"], "ftp://u:***@h/x", id="unsupported-broker"
     ),
     pytest.param(
+        ["report", "--db", "postgresql://u:hunter2@Alpha/x@127.0.0.1:1/x"],
+        "postgresql://u:***@127.0.0.1:1/x",
+        id="report-password-with-at-and-slash",
+    ),
+    pytest.param(
+        ["report", "--db", "postgresql://u:hunter2#Alpha?@127.0.0.1:1/x"],
+        "postgresql://u:***@127.0.0.1:1/x",
+        id="report-password-with-hash",
+    ),
+    pytest.param(
+        [*_LAUNCH0, "--broker", "redis://:hunter2@Alpha@127.0.0.1:1/0"],
+        "redis://:***@127.0.0.1:1/0",
+        id="broker-password-with-at",
+    ),
+    pytest.param(
         [*_LAUNCH0, "--broker", "amqp://u:hunter2@127.0.0.1:1//"],
         "cannot reach broker amqp://u:***@127.0.0.1:1//",
         id="unreachable-amqp",
@@ -591,6 +610,21 @@ def test_cli_errors_mask_passwords(tmp_path: Path, args: list[str], fragment: st
     proc = run_cli("scheduler", *args, cwd=tmp_path, timeout=60)
     _assert_one_line_error(proc, fragment)
     assert "hunter2" not in proc.stdout + proc.stderr
+    assert "Alpha" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("password", ["hunter#2", "hunter@Alpha/?#[]:!$&'()*+,;=%25x"])
+def test_migrate_never_prints_a_password_with_reserved_characters(
+    tmp_path: Path, pg_url: str, password: str
+) -> None:
+    """PostgreSQL here trusts every login, so the migrate succeeds and prints its URL."""
+    url = sqlalchemy.engine.make_url(pg_url)
+    db = f"postgresql+psycopg://{url.username}:{password}@{url.host}:{url.port}/{url.database}"
+    proc = run_cli("scheduler", "migrate", "--db", db, cwd=tmp_path, timeout=60)
+    assert proc.returncode in (0, 2), proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "***" in out
+    assert "hunter" not in out and "Alpha" not in out, out
 
 
 def test_worker_log_masks_both_urls(
@@ -607,3 +641,137 @@ def test_worker_log_masks_both_urls(
     text = _log(log_path)
     assert PASSWORD not in text  # covers "db-" + PASSWORD too
     assert f"127.0.0.1:{password_redis}" in text
+
+
+# -- f: a message's sender decides which trial, never how it runs -----------------
+
+
+def test_forged_headers_and_names_cannot_fail_kill_or_forge_a_trial(tmp_path: Path) -> None:
+    """Anyone who can write to the broker can set Celery headers and any payload. The
+    worker takes its limits from the study, drops a message whose study name does not
+    match the DB, and keeps every logged value on its own line."""
+    from datetime import UTC, datetime, timedelta
+
+    from seqsweep.broker import make_app
+    from seqsweep.messages import QUEUE, TASK_NAME
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    broker_url = f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    # The studies' own messages go to another broker: the worker sees only forged ones.
+    elsewhere = f"sqla+sqlite:///{tmp_path / 'elsewhere.db'}"
+    for study, extra in (
+        ("fast", ["--trials", "2", "--pack-size", "1"]),
+        ("slow", ["--trials", "1", "--trial-timeout", "3", "--epochs", "3000"]),
+    ):
+        flags = ["--detach", "--local-workers", "0", "--study", study, *extra]
+        proc = run_cli(
+            "scheduler", "launch", *flags, "--db", db_url, "--broker", elsewhere, *_tiny(extra),
+            cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    ids = dict(_rows(db_url, "SELECT name, id FROM studies"))
+    app = make_app(broker_url, main="attacker")
+    past = datetime.now(UTC) - timedelta(hours=1)
+
+    def send(study: str, number: int, study_id: int | None = None, **options: object) -> None:
+        payload = {"study_id": study_id or ids["fast"], "study": study, "number": number}
+        app.send_task(TASK_NAME, args=[payload], queue=QUEUE, **options)
+
+    send("x\nFORGED succeeded", 0)  # a newline in the payload's study name
+    send("slow", 0)  # a real study's name on another study's id
+    send("fast", 0, task_id="id\nFORGED line", shadow="evil\nFORGED shadow")
+    # A kill 0.05 s in and an expiry in the past: both ignored, the trial succeeds.
+    send("fast", 0, soft_time_limit=0.01, time_limit=0.05, expires=past)
+    # A soft limit of 0.5 s on a study whose limit is 3600 s: ignored.
+    send("fast", 1, soft_time_limit=0.5, time_limit=3600, countdown=0)
+    # No limit at all on a study whose limit is 3 s: the study's limit applies.
+    send("slow", 0, study_id=ids["slow"], soft_time_limit=3000, time_limit=3600)
+
+    log_path = tmp_path / "worker.log"
+    home = tmp_path / "worker-home"
+    home.mkdir()
+    with _worker(home, db_url, broker_url, log_path) as worker:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            sql = "SELECT count(*) FROM trials WHERE status IN ('succeeded', 'failed')"
+            if _rows(db_url, sql) == [(3,)]:
+                break
+            time.sleep(1)
+        assert worker.poll() is None, _log(log_path)
+    log = _log(log_path)
+    got = _rows(
+        db_url,
+        "SELECT s.name, t.number, t.status, t.attempts, t.error FROM trials t "
+        "JOIN studies s ON s.id = t.study_id ORDER BY s.name, t.number",
+    )
+    assert got[:2] == [("fast", 0, "succeeded", 1, None), ("fast", 1, "succeeded", 1, None)], log
+    name, _, status, attempts, error = got[2]
+    assert (name, status, attempts) == ("slow", "failed", 1), (got, log)
+    assert "ran past 3 s" in error, error
+    assert "rejected trial message" in log and "was not sent by seqsweep" in log
+    assert "rejected malformed trial message" in log
+    for line in log.splitlines():
+        assert not line.startswith("FORGED"), line
+
+
+def _tiny(extra: list[str]) -> list[str]:
+    """LAUNCH_TINY, with the caller's --epochs winning."""
+    flags = list(LAUNCH_TINY)
+    if "--epochs" in extra:
+        at = flags.index("--epochs")
+        del flags[at : at + 2]
+    return flags
+
+
+# -- g: ways to give a worker its secrets, and none shows them to ps ---------------
+
+
+def _node(home: Path, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    full = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--concurrency", "1", *args],
+            cwd=home,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_worker_secrets_never_reach_ps(tmp_path: Path, password_redis: int, pg_url: str) -> None:
+    broker = f"redis://:{PASSWORD}@127.0.0.1:{password_redis}/0"
+    db = sqlalchemy.engine.make_url(pg_url).set(password="db-" + PASSWORD)  # trust auth
+    db_url = db.render_as_string(hide_password=False)
+    (tmp_path / "db-url").write_text(db_url + "\n")
+    (tmp_path / "db-url").chmod(0o600)
+    env = {"MY_BROKER": broker}
+    for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL"):
+        env[var] = ""
+    runs = {
+        # The README's way: the secrets never were in argv.
+        "env-and-file": ["--broker-env", "MY_BROKER", "--db-file", str(tmp_path / "db-url")],
+        # The careless way: a warning, and the node hides them from then on.
+        "flags": ["--broker", broker, "--db", db_url],
+    }
+    for name, args in runs.items():
+        log = tmp_path / f"{name}.log"
+        proc = _node(tmp_path, args, env, log)
+        try:
+            _wait_for_log(log, "ready.", 90)
+            assert proc.poll() is None, _log(log)
+            leaks = _workers_with_secret_in_argv(PASSWORD)
+        finally:
+            _stop(proc)
+        assert not leaks, f"{name}: ps shows the password: {leaks[0]}"
+        text = _log(log)
+        assert PASSWORD not in text, name
+        warned = "warning: a password in --db and --broker shows in `ps`" in text
+        assert warned == (name == "flags"), text

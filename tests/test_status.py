@@ -13,7 +13,7 @@ import pytest
 from scheduler.report import format_csv, study_report
 from scheduler.status import cancel_study, format_study, studies_status, study_status
 from seqsweep.db import ResultStore
-from seqsweep.errors import StudyConflictError
+from seqsweep.errors import StudyConflictError, UsageError
 from tests.conftest import run_cli, write_tiny_csv
 from tests.processes import launch, rows, wait_until, worker_node
 from tests.test_store import _claim, _create, _expire, _result
@@ -53,6 +53,25 @@ def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
     text = format_study(study_status(store, "a"))
     assert "host:2" in text and "trial 2 on host:2: ValueError: boom" in text
     assert b.id != a.id
+
+
+def test_cancel_refuses_a_study_that_is_not_running_so_it_can_still_be_extended(
+    db_url: str,
+) -> None:
+    store = ResultStore(db_url)
+    study, _ = _create(store, 2, name="done")
+    for number in (0, 1):
+        assert store.finish_trial(_claim(store, study.id, number), _result(0.8))
+    assert store.require_study("done").status == "completed"
+    with pytest.raises(UsageError, match="study done is completed, not running: nothing to"):
+        cancel_study(store, "done")
+    assert store.require_study("done").status == "completed"
+    _, added = _create(store, 3, name="done")  # a completed study can be extended
+    assert added == [2]
+    assert store.require_study("done").status == "running"
+    cancel_study(store, "done")
+    with pytest.raises(UsageError, match="study done is cancelled, not running"):
+        cancel_study(store, "done")
 
 
 def test_cancel_drops_queued_trials_and_lets_running_ones_finish(db_url: str) -> None:

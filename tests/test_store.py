@@ -362,3 +362,58 @@ def test_process_store_is_recreated_after_fork(
     child = ResultStore.for_process(sqlite_url)
     assert child is not first
     assert child._engine is not first._engine
+
+
+def test_a_large_study_is_written_in_batches_that_let_other_writers_in(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sampling and inserting 100,000 trials in one transaction held SQLite's write lock
+    for minutes; other commands failed with "database is locked"."""
+    import sqlite3
+
+    from seqsweep.db import store as store_module
+
+    monkeypatch.setattr(store_module, "INSERT_BATCH", 10)
+    store = ResultStore(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    others: list[int] = []
+
+    def sampled(seed: int, number: int) -> dict[str, Any]:
+        if number in (5, 25):  # while the study is written: can another process write?
+            con = sqlite3.connect(path, timeout=0)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+                others.append(number)
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                con.close()
+        return sample(SPACE, seed, number)
+
+    study, added = store.create_study(
+        "big",
+        seed=1,
+        fresh_seed=99,
+        space=SPACE.to_dict(),
+        settings=SETTINGS,
+        data=DATA,
+        trials=35,
+        sample=sampled,
+    )
+    assert added == list(range(35))
+    assert others == [5, 25]  # sampling happens outside every write transaction
+    assert store.require_study("big").status == "running"
+    assert [t.number for t in store.get_trials(study.id)] == list(range(35))
+    # A small extension stays one transaction: its sampling holds the lock.
+    _, added = store.create_study(
+        "big",
+        seed=1,
+        fresh_seed=99,
+        space=SPACE.to_dict(),
+        settings=SETTINGS,
+        data=DATA,
+        trials=36,
+        sample=lambda seed, number: sample(SPACE, seed, number),
+    )
+    assert added == [35]

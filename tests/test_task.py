@@ -19,6 +19,7 @@ from scheduler.sampling import sample
 from scheduler.space import SearchSpace
 from seqsweep.dataset import Dataset
 from seqsweep.db import ResultStore, TrialResult
+from seqsweep.errors import DataError
 from seqsweep.settings import StudySettings
 from seqsweep.trial import study_splits, train
 from seqsweep.vocab import Task
@@ -47,9 +48,16 @@ def test_auto_takes_a_many_valued_float_target_for_regression(tmp_path: Path) ->
     assert loaded.y == pytest.approx(data.y, abs=1e-3)
     settings = LaunchOptions().study_settings(loaded)
     assert (settings.task, settings.objective) == (Task.REGRESSION, "val_loss")
-    # Few distinct values, or an explicit task, keep labels.
-    labels = load_dataset(tmp_path / "housing.csv", "price", "classification")
-    assert labels.task is Task.CLASSIFICATION and labels.n_classes > 100
+    # An explicit task keeps labels: a few distinct float values are classes ...
+    few = ["a,b,c,price"] + [
+        f"{a:.4f},{b:.4f},{c:.4f},{float(i % 3)}" for i, (a, b, c) in enumerate(data.X)
+    ]
+    (tmp_path / "few.csv").write_text("\n".join(few) + "\n")
+    labels = load_dataset(tmp_path / "few.csv", "price", "classification")
+    assert labels.task is Task.CLASSIFICATION and labels.n_classes == 3
+    # ... but a float column with a class per row is refused, not trained at chance level.
+    with pytest.raises(DataError, match="199 classes in 200 rows"):
+        load_dataset(tmp_path / "housing.csv", "price", "classification")
     round_trip = Dataset.from_bytes(loaded.to_bytes())
     assert round_trip.task is Task.REGRESSION and round_trip.content_hash() == loaded.content_hash()
 

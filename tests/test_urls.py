@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seqsweep.urls import mask_url, resolve_broker_url, resolve_db_url
+from seqsweep.urls import mask_text, mask_url, resolve_broker_url, resolve_db_url
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,50 @@ def test_defaults_are_embedded_and_absolute(
     monkeypatch.chdir(tmp_path)
     assert resolve_db_url(None) == f"sqlite:///{tmp_path / 'seqsweep.db'}"
     assert resolve_broker_url(None) == f"sqla+sqlite:///{tmp_path / 'seqsweep-broker.db'}"
+
+
+#: Every character RFC 3986 reserves, and '%', between words that must never be printed.
+RESERVED_PASSWORD = "Alpha@Bravo/Charlie?Delta#Echo[Fox]Golf:Hotel!$&'()*+,;=%Kilo"
+SECRET_WORDS = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Fox", "Golf", "Hotel", "Kilo")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "postgresql+psycopg://root:{}@127.0.0.1:5432/test",
+        "postgresql://root:{}@[::1]:5432/test?sslmode=require",
+        "redis://:{}@127.0.0.1:6379/0",
+        "rediss://user:{}@cache/0?ssl_cert_reqs=none",
+        "amqp://u:{}@127.0.0.1:1//",
+        "sqlite://user:{}@/x.db",
+        "sqla+postgresql://u:{}@h/db",
+    ],
+)
+@pytest.mark.parametrize(
+    "password",
+    [
+        "hunter#2",
+        RESERVED_PASSWORD,
+        *[f"Alpha{c}Kilo" for c in ":/?#[]@!$&'()*+,;=%"],
+        "Alpha%40Kilo",  # percent-encoded: both forms are secret
+        "Alpha Kilo",
+    ],
+)
+def test_mask_url_hides_every_reserved_character_password(template: str, password: str) -> None:
+    url = template.format(password)
+    masked = mask_url(url)
+    assert "***" in masked
+    for word in SECRET_WORDS:
+        if word in password:
+            assert word not in masked, (url, masked)
+    assert "hunter" not in masked
+    # The error text of a driver that echoes the password, or the whole URL, is masked too.
+    echoed = mask_text(f"connect to {url} failed: bad password {password!r}; {password}", url)
+    for word in SECRET_WORDS:
+        if word in password:
+            assert word not in echoed, (url, echoed)
+
+
+def test_mask_url_keeps_urls_without_a_password() -> None:
+    for url in ("redis://cache:6379/0", "sqlite:///a@b.db", "postgresql://bob@h/x", "x"):
+        assert mask_url(url) == url

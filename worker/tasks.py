@@ -9,22 +9,32 @@ along (``seqsweep.trial``); each still gets its own outcome.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from seqsweep.dataset import Splits
 from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
 from seqsweep.errors import ConnectionFailedError, MessageError, TrialError
 from seqsweep.messages import TASK_NAME, TrialMessage, short_repr
-from seqsweep.settings import StudySettings
+from seqsweep.settings import (
+    HARD_LIMIT_GRACE_S,
+    MAX_TRIAL_TIMEOUT_S,
+    WITNESS_ENV,
+    StudySettings,
+)
 from seqsweep.trial import pack_key, study_splits, train
 from seqsweep.trial.alone import current_device
 from worker.celery_app import app
@@ -59,7 +69,45 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=60)
+#: Message headers a sender controls that would change how or when a trial runs. Anyone
+#: who can write to the broker can set them, so a worker ignores them: the time limit
+#: comes from the study's stored settings (:func:`_time_limit`), and a trial runs when
+#: its message arrives. ``shadow`` renames the task and ``argsrepr`` fakes its arguments
+#: in the log.
+UNTRUSTED_HEADERS = ("timelimit", "soft_time_limit", "time_limit", "eta", "countdown",
+                     "expires", "shadow", "argsrepr", "kwargsrepr")  # fmt: skip
+
+
+class TrustedRequest(Request):  # type: ignore[misc]
+    """Celery's request of a trial message, minus what the sender should not decide."""
+
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        headers = kwargs.get("headers")
+        headers = dict(message.headers if headers is None else headers)
+        for key in UNTRUSTED_HEADERS:
+            headers.pop(key, None)
+        # Celery logs the task id as given: a newline in it would forge a log line.
+        headers["id"] = _printable(str(headers.get("id", "")))
+        kwargs["headers"] = headers
+        super().__init__(message, *args, **kwargs)
+        self.time_limits = (None, None)
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    max_retries=60,
+    Request=TrustedRequest,
+    # Celery's own limits, whatever a message says: only the backstop of the longest
+    # allowed trial. The study's limit is applied in the pool process (_time_limit).
+    time_limit=MAX_TRIAL_TIMEOUT_S + HARD_LIMIT_GRACE_S,
+    soft_time_limit=None,
+)
 def run_trial_task(self: Any, payload: Any) -> str:
     """Run the trial named by ``payload``; return what happened, for Celery's logs."""
     try:
@@ -71,13 +119,18 @@ def run_trial_task(self: Any, payload: Any) -> str:
     config = worker_config()
     try:
         store = ResultStore.for_process(config.db_url)
-        claimed = store.claim(ref.study_id, ref.number, worker_id(), lease_s=config.lease_s)
+        claimed = store.claim(
+            ref.study_id, ref.number, worker_id(), lease_s=config.lease_s, study_name=ref.study
+        )
+    except MessageError as exc:  # names a study that the DB does not hold under that id
+        log.error("rejected trial message %s: %s", short_repr(payload), exc)
+        return Outcome.REJECTED
     except ConnectionFailedError as exc:
         # The trial is still queued in the DB: try the message again later.
-        log.warning("study %s trial %d: %s; retrying", ref.study, ref.number, exc)
+        log.warning("study %r trial %d: %s; retrying", ref.study, ref.number, exc)
         raise self.retry(countdown=10) from None
     if claimed is None:
-        log.info("study %s trial %d is not queued; nothing to do", ref.study, ref.number)
+        log.info("study %r trial %d is not queued; nothing to do", ref.study, ref.number)
         return Outcome.SKIPPED
     settings = StudySettings.from_dict(claimed.settings)
     return _train_and_record(store, [claimed, *_partners(store, claimed, settings)])
@@ -104,7 +157,7 @@ def _partners(
             fits=lambda params: pack_key(params, settings) == shape,
         )
     except ConnectionFailedError as exc:  # the lead alone can still train
-        log.warning("study %s: no pack partners this time: %s", lead.study_name, exc)
+        log.warning("study %r: no pack partners this time: %s", lead.study_name, exc)
         return []
 
 
@@ -113,7 +166,10 @@ def _train(
 ) -> list[TrialResult | TrialError]:
     """Train the claimed trials, one outcome each; any error fails them all."""
     lead = claims[0]
-    with Lease(store, claims, worker_config().lease_s) as lease:
+    with (
+        _time_limit(settings.trial_timeout_s),
+        Lease(store, claims, worker_config().lease_s) as lease,
+    ):
         try:
             return train(
                 {c.number: c.params for c in claims},
@@ -131,7 +187,7 @@ def _train(
         except TrialError as exc:
             error = exc
         except Exception as exc:  # any bug or backend error fails these trials, not the study
-            log.exception("study %s trials %s failed", lead.study_name, [c.number for c in claims])
+            log.exception("study %r trials %s failed", lead.study_name, [c.number for c in claims])
             error = TrialError(f"{type(exc).__name__}: {exc}")
     return [error] * len(claims)
 
@@ -139,11 +195,13 @@ def _train(
 def _record(
     store: ResultStore, claimed: ClaimedTrial, outcome: TrialResult | TrialError
 ) -> Outcome:
-    label = f"study {claimed.study_name} trial {claimed.number} (attempt {claimed.attempt})"
+    label = f"study {claimed.study_name!r} trial {claimed.number} (attempt {claimed.attempt})"
     if isinstance(outcome, TrialResult):
+        _witness("trained", claimed)
         if not _persist(lambda: store.finish_trial(claimed, outcome), label):
             log.warning("%s finished, but its claim had lapsed; result dropped", label)
             return Outcome.DROPPED
+        _witness("recorded", claimed)
         objective = StudySettings.from_dict(claimed.settings).objective
         log.info(
             "%s succeeded: %s=%.4f in %.1f s%s",
@@ -158,8 +216,56 @@ def _record(
     if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
         log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)
         return Outcome.DROPPED
+    _witness("failed", claimed)
     log.warning("%s failed: %s", label, reason)
     return Outcome.FAILED
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Apply the study's own time limit to a training run in this pool process.
+
+    After ``seconds`` the run gets SoftTimeLimitExceeded (recorded as a failed trial);
+    if it has not returned ``HARD_LIMIT_GRACE_S`` later (stuck in native code), the
+    process is killed, as Celery's hard limit would, and its lease brings the trial back.
+    """
+    hard = threading.Timer(seconds + HARD_LIMIT_GRACE_S, os.kill, (os.getpid(), signal.SIGKILL))
+    hard.daemon = True
+    soft = threading.current_thread() is threading.main_thread()  # signals: main thread only
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise SoftTimeLimitExceeded(f"ran past {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire) if soft else None
+    if soft:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    hard.start()
+    try:
+        yield
+    finally:
+        hard.cancel()
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _witness(event: str, claimed: ClaimedTrial) -> None:
+    """Append ``event`` to ``$SEQSWEEP_WITNESS_FILE``, if set: the fault tests' record of
+    every training run and result write, per attempt, kept apart from the results DB
+    (whose rows are updated in place, so a double count would not show there)."""
+    path = os.environ.get(WITNESS_ENV)
+    if not path:
+        return
+    line = json.dumps(
+        {"event": event, "study_id": claimed.study_id, "number": claimed.number,
+         "attempt": claimed.attempt, "pid": os.getpid()}
+    )  # fmt: skip
+    # One write of a short line with O_APPEND: lines of concurrent processes never mix.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def _summary(outcomes: list[Outcome]) -> str:

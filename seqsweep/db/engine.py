@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from seqsweep.errors import UsageError
-from seqsweep.urls import mask_url
+from seqsweep.urls import mask_text, mask_url
 
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 5
@@ -36,6 +36,11 @@ def parse_db_url(url: str, flag: str = "--db") -> URL:
     if backend == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 is the driver seqsweep installs; plain postgresql:// means psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and (parsed.username or parsed.password or parsed.host):
+        raise UsageError(
+            f"{flag} {mask_url(url)!r}: a SQLite URL names a file, with no user, password or "
+            "host; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
     if backend not in ("sqlite", "postgresql"):
         raise UsageError(
             f"{flag} {mask_url(url)!r}: backend {backend!r} is not supported; {_URL_HINT}"
@@ -53,9 +58,14 @@ def make_engine(url: str) -> Engine:
             return engine
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+    except ArgumentError as exc:  # e.g. an option SQLAlchemy refuses
+        raise UsageError(
+            f"--db {mask_url(url)!r}: {mask_text(str(exc).splitlines()[0], url)}; " + _URL_HINT
+        ) from None
     except (NoSuchModuleError, ImportError) as exc:
         raise UsageError(
-            f"--db {mask_url(url)!r}: driver not installed ({exc}); {_URL_HINT}"
+            f"--db {mask_url(url)!r}: driver not installed ({mask_text(str(exc), url)}); "
+            + _URL_HINT
         ) from None
 
 

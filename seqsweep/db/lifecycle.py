@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
+from seqsweep.errors import MessageError, UsageError
 from seqsweep.vocab import StudyStatus, TrialStatus
 
 _ERROR_TEXT_LIMIT = 4000
@@ -72,15 +73,34 @@ class TrialLifecycle:
             sent += len(numbers)
 
     def claim(
-        self, study_id: int, number: int, worker: str, *, lease_s: float
+        self,
+        study_id: int,
+        number: int,
+        worker: str,
+        *,
+        lease_s: float,
+        study_name: str | None = None,
     ) -> ClaimedTrial | None:
         """Move trial (study_id, number) from queued to running; None if it is not queued.
 
         The conditional UPDATE is the claim: of two workers that get the same
         message, exactly one sees a row come back. The winner holds a lease of
-        ``lease_s`` seconds and must renew it with :meth:`heartbeat`.
+        ``lease_s`` seconds and must renew it with :meth:`heartbeat`. With
+        ``study_name`` (the name a message carries), a study of another name, or
+        none, raises MessageError before anything changes: a forged message spends
+        no attempt.
         """
         with self.session() as conn:
+            if study_name is not None:
+                stored = conn.execute(
+                    select(studies.c.name).where(studies.c.id == study_id)
+                ).scalar_one_or_none()
+                if stored != study_name:
+                    found = "no such study" if stored is None else f"study {stored!r}"
+                    raise MessageError(
+                        f"the message names study {study_name!r}, but study id {study_id} is "
+                        f"{found}; it was not sent by seqsweep"
+                    )
             claimed = conn.execute(
                 update(trials)
                 .where(
@@ -298,9 +318,20 @@ class TrialLifecycle:
         either claimed before the cancel (and finishes) or cancelled.
         """
         with self.session() as conn:
-            conn.execute(
-                update(studies).where(studies.c.id == study_id).values(status=StudyStatus.CANCELLED)
-            )
+            # Only a running study: a completed one stays completed, so it can be extended.
+            changed = conn.execute(
+                update(studies)
+                .where(studies.c.id == study_id, studies.c.status == StudyStatus.RUNNING)
+                .values(status=StudyStatus.CANCELLED)
+            ).rowcount
+            if changed != 1:
+                row = conn.execute(
+                    select(studies.c.name, studies.c.status).where(studies.c.id == study_id)
+                ).one()
+                raise UsageError(
+                    f"study {row.name} is {row.status}, not running: nothing to cancel "
+                    "(a completed study can still be extended with launch --trials N)"
+                )
             cancelled = conn.execute(
                 update(trials)
                 .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.QUEUED)

@@ -14,7 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from seqsweep.errors import StoreError
+from seqsweep.errors import UsageError
+from seqsweep.settings import short_value
 
 SCRIPT_LOCATION = "seqsweep.db:migrations"
 #: Arbitrary constant naming seqsweep's advisory lock on PostgreSQL.
@@ -64,7 +65,7 @@ def _refuse_newer(revision: str | None) -> None:
     script = ScriptDirectory.from_config(_config())
     known = {rev.revision for rev in script.walk_revisions()}
     if revision not in known:
-        raise StoreError(
-            f"results DB schema is at revision {revision!r}, newer than this seqsweep "
+        raise UsageError(  # the user's --db and installed version do not match: exit 2
+            f"results DB schema is at revision {short_value(revision)}, newer than this seqsweep "
             "knows; upgrade seqsweep (pip install -U seqsweep) or use another --db"
         )
