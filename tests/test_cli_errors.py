@@ -66,7 +66,7 @@ CASES = [
     (["--epochs", "0"], "--epochs: must be an integer in [1, 10000]"),
     (["--pack-size", "0"], "--pack-size: must be an integer in [1, 256]"),
     (["--pack-size", "1000"], "--pack-size: must be an integer in [1, 256], got 1000"),
-    (["--val-fraction", "0.7"], "val_fraction: must be in (0, 0.5)"),
+    (["--val-fraction", "0.7"], "val_fraction: must be in [0.01, 0.5)"),
     (["--study", "has space"], "--study 'has space'"),
     (["--db", "mysql://x@h/db"], "backend 'mysql' is not supported"),
     (["--broker", "ftp://x"], "unsupported URL"),
