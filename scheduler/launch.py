@@ -23,7 +23,7 @@ from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError
-from seqsweep.settings import lease_seconds, stop_grace_seconds
+from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
 from seqsweep.vocab import TrialStatus
 
@@ -61,6 +61,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
     lease_seconds()
     stop_grace_seconds()
+    celery_config(opts.broker_url)  # $SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S on Redis
     check_broker_url(opts.broker_url, opts.db_url)
 
     db_file = sqlite_path(opts.db_url)
