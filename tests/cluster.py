@@ -122,6 +122,19 @@ class Host:
             ["ip", "link", "set", "lo", "up"],
         ):
             _sh("ip", "netns", "exec", self.netns, *cmd)
+        # After an outage of t seconds, TCP's doubling retransmission timer may wait up to
+        # about t more before it tries again (up to 120 s by default); a ceiling of 2 s
+        # keeps the outage tests short. Kernels before 6.15 lack the setting.
+        _sh(
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_rto_max_ms=2000",
+            check=False,
+        )
 
     def start_worker(
         self, db_url: str, broker_url: str, concurrency: int, *, skew_s: int = 0
