@@ -109,6 +109,12 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         "than 20 distinct values, else classification (default: %(default)s)",
     )
     run.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your own build function, build(params, n_features, n_outputs, task) -> compiled "
+        "keras.Model, importable on every worker (default: the built-in Sequential networks)",
+    )
+    run.add_argument(
         "--objective",
         choices=tuple(OBJECTIVES),
         help="the final metric that ranks trials (default: val_accuracy for "

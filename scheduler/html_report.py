@@ -41,7 +41,7 @@ def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Pa
 def html_report(store: ResultStore, report: StudyReport) -> str:
     """The page for ``report``; reads every trial and the top trials' epochs from ``store``."""
     study = store.require_study(report.study)
-    space = SearchSpace.from_dict(study.space)
+    space = SearchSpace.from_dict(study.space, custom=study.settings.get("model") is not None)
     trials = store.get_trials(study.id)
     done = [
         t

@@ -23,7 +23,7 @@ from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
-from seqsweep.errors import ConnectionFailedError, SeqsweepError
+from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.seeds import fresh_study_seed
 from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
@@ -56,7 +56,15 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     and its trial rows are written in one transaction, so bad input never
     leaves a half-written study behind.
     """
-    space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
+    custom = opts.model is not None
+    if opts.space_file is None:
+        if custom:
+            raise UsageError(
+                f"--model {opts.model}: pass --space FILE saying what to sample for it"
+            )
+        space = default_space()
+    else:
+        space = load_space_file(opts.space_file, custom=custom)
     data = load_dataset(opts.data_file, opts.target, opts.task)
     settings = opts.study_settings(data)
     split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)

@@ -58,6 +58,8 @@ class LaunchOptions:
     task: str = "auto"
     #: None: the task's default objective.
     objective: str | None = None
+    #: ``module:function`` of a user's build function, or None for the built-in networks.
+    model: str | None = None
     settings: StudySettings = field(default_factory=StudySettings)
     #: Worker processes ``launch`` starts here; 0 waits for remote workers.
     local_workers: int = field(default_factory=_cores)
@@ -88,7 +90,12 @@ class LaunchOptions:
         """The settings stored with the study: the task the data has, and its objective."""
         task = data.task
         objective = self.objective or DEFAULT_OBJECTIVE[task]
-        settings = dataclasses.replace(self.settings, task=task, objective=objective)
+        from seqsweep.trial.user_model import check_reference
+
+        sha256 = None if self.model is None else check_reference(self.model)
+        settings = dataclasses.replace(
+            self.settings, task=task, objective=objective, model=self.model, model_sha256=sha256
+        )
         if objective == "val_auc" and data.n_classes != 2:
             raise UsageError(
                 f"--objective val_auc needs two classes, the data has {data.n_classes}; "
@@ -138,7 +145,8 @@ def _fields_by_flag() -> dict[str, tuple[str, bool]]:
         {
             flag_of.get(f.name, f.name): (f.name, True)
             for f in dataclasses.fields(StudySettings)
-            if f.name not in names  # task and objective: resolved against the data
+            # task, objective and model: resolved by launch; model_sha256 is computed.
+            if f.name not in names and f.name != "model_sha256"
         }
     )
     return names

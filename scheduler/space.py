@@ -59,6 +59,7 @@ INT_PARAMS = frozenset(
     | {n for n, shared in _LAYER_SHARED.items() if shared == "dense_units"}
     | {"dense_units"}
 )
+_NAME = re.compile(r"^[A-Za-z_]\w*$")
 #: Largest integer magnitude a space may hold: exact as a float and as a JSON
 #: number everywhere, and within the sampler's int64 range.
 MAX_INT = 2**53
@@ -283,8 +284,14 @@ class SearchSpace:
     """A validated mapping from parameter name to distribution."""
 
     params: Mapping[str, Distribution] = field(default_factory=dict)
+    #: The space of a user's build function (``--model``): any parameter name goes, the
+    #: rules hold for the names seqsweep knows (learning_rate, epochs, ...).
+    custom: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.custom:
+            self._check_custom()
+            return
         unknown = sorted(set(self.params) - set(ALLOWED_PARAMS))
         if unknown:
             raise SpaceError(
@@ -298,6 +305,16 @@ class SearchSpace:
             self, "params", {k: self.params[k] for k in ALLOWED_PARAMS if k in self.params}
         )
 
+    def _check_custom(self) -> None:
+        for name, dist in self.params.items():
+            if not (isinstance(name, str) and _NAME.match(name)):
+                raise SpaceError(f"parameter name {name!r} must be a Python identifier, e.g. width")
+            if name in RULES or name in _LAYER_SHARED:
+                _check_param(name, dist)
+        known = [n for n in ALLOWED_PARAMS if n in self.params]
+        order = known + sorted(set(self.params) - set(known))
+        object.__setattr__(self, "params", {k: self.params[k] for k in order})
+
     def to_dict(self) -> dict[str, Any]:
         """Return the space as JSON-ready data; :meth:`from_dict` reads it back."""
         return {name: dist.to_dict() for name, dist in self.params.items()}
@@ -306,8 +323,11 @@ class SearchSpace:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "space") -> SearchSpace:
-        """Build a space from parsed YAML/JSON; errors name ``where`` and the parameter."""
+    def from_dict(cls, data: object, where: str = "space", custom: bool = False) -> SearchSpace:
+        """Build a space from parsed YAML/JSON; errors name ``where`` and the parameter.
+
+        ``custom``: the space of a user's build function, with names of its own.
+        """
         if not isinstance(data, Mapping):
             raise SpaceError(
                 f"{where}: must be a mapping of parameter names to distributions, "
@@ -315,7 +335,7 @@ class SearchSpace:
             )
         params: dict[str, Distribution] = {}
         for name, spec in data.items():
-            if name not in ALLOWED_PARAMS:
+            if name not in ALLOWED_PARAMS and not custom:
                 raise SpaceError(
                     f"{where}: unknown parameter {short_value(name)}; allowed: {ALLOWED_TEXT}"
                 )
@@ -324,7 +344,7 @@ class SearchSpace:
             except SpaceError as exc:
                 raise SpaceError(f"{where}: {name}: {exc}") from None
         try:
-            return cls(params)
+            return cls(params, custom=custom)
         except SpaceError as exc:
             raise SpaceError(f"{where}: {exc}") from None
 
@@ -489,7 +509,7 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def load_space_file(path: str | Path) -> SearchSpace:
+def load_space_file(path: str | Path, custom: bool = False) -> SearchSpace:
     """Load and validate a YAML or JSON space file."""
     path = Path(path)
     where = f"space file {path}"
@@ -512,4 +532,4 @@ def load_space_file(path: str | Path) -> SearchSpace:
         raise SpaceError(
             f"{where}: nested too deeply to be a search space; see README, Space files"
         ) from None
-    return SearchSpace.from_dict(data, where=where)
+    return SearchSpace.from_dict(data, where=where, custom=custom)

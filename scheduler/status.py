@@ -98,7 +98,9 @@ def cancel_study(store: ResultStore, name: str) -> CancelReport:
 def format_studies(overview: StudiesOverview) -> str:
     if not overview.studies:
         return "no studies yet; start one with python -m scheduler launch"
-    header = ["study", "created", "status", "total", *COUNTS_ORDER, "best val_acc", "best trial"]
+    default = all(s.objective == OBJECTIVE for s in overview.studies)
+    best = "best val_acc" if default else "best (objective)"
+    header = ["study", "created", "status", "total", *COUNTS_ORDER, best, "best trial"]
     table = [
         [
             s.name,

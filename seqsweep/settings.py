@@ -145,6 +145,10 @@ class StudySettings:
     task: Task = Task.CLASSIFICATION
     #: The final metric that ranks trials (``seqsweep.vocab.OBJECTIVES``).
     objective: str = DEFAULT_OBJECTIVE[Task.CLASSIFICATION]
+    #: ``module:function`` of a user's build function (``--model``), and the SHA-256
+    #: of that module's source at launch; None: the built-in networks.
+    model: str | None = None
+    model_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_bounded("epochs", self.epochs)

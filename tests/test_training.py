@@ -95,7 +95,7 @@ def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str, pack_si
     assert len(store.epochs(second.id)) == 1
 
 
-def test_a_structure_the_pack_cannot_hold_trains_alone_in_a_packed_study(splits: Splits) -> None:
+def test_a_deep_structure_trains_and_keeps_its_layers_packed_or_alone(splits: Splits) -> None:
     from seqsweep.settings import StudySettings
     from seqsweep.trial import pack_key, train
 
@@ -104,10 +104,13 @@ def test_a_structure_the_pack_cannot_hold_trains_alone_in_a_packed_study(splits:
         "dropout_rate": 0.1, "activation": "gelu", "batch_norm": True, "optimizer": "sgd",
         "learning_rate": 1e-2,
     }  # fmt: skip
-    settings = StudySettings(epochs=2, batch_size=16, pack_size=8)
-    assert pack_key(deep, settings) is None
-    kept: list = []
-    (result,) = train({3: deep}, splits, settings, study_seed=0, keep=kept.append, keep_number=3)
-    assert isinstance(result, TrialResult) and result.pack is None and len(result.epochs) == 2
-    dense = [layer.units for layer in kept[0].layers if type(layer).__name__ == "Dense"]
-    assert dense == [16, 8, 8, 2]
+    for pack_size in (1, 8):
+        settings = StudySettings(epochs=2, batch_size=16, pack_size=pack_size)
+        assert (pack_key(deep, settings) is None) == (pack_size == 1)
+        kept: list = []
+        (result,) = train(
+            {3: deep}, splits, settings, study_seed=0, keep=kept.append, keep_number=3
+        )
+        assert isinstance(result, TrialResult) and result.pack is None and len(result.epochs) == 2
+        dense = [layer.units for layer in kept[0].layers if type(layer).__name__ == "Dense"]
+        assert dense == [16, 8, 8, 2]

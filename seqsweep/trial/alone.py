@@ -15,6 +15,7 @@ from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.structure import Structure
+from seqsweep.trial.user_model import build_user_model
 from seqsweep.vocab import Task
 
 #: Train steps per compiled call. Keras' per-step overhead, not arithmetic, bounds a
@@ -32,6 +33,7 @@ def run_trial(
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
     auc: bool = False,
+    user_model: tuple[str, str | None] | None = None,
 ) -> TrialResult:
     """Train the network ``params`` describe on ``splits`` and return its metrics.
 
@@ -39,8 +41,10 @@ def run_trial(
     ``should_stop`` turns true (checked after every batch). ``keep`` is called
     with the trained and evaluated model (``export`` saves it there; a regression
     model gets a last layer that turns standardized predictions into target units).
-    ``auc`` adds ``val_auc`` and ``test_auc`` (binary classification). Keras'
-    global state is cleared afterwards, whatever happens.
+    ``auc`` adds ``val_auc`` and ``test_auc`` (binary classification).
+    ``user_model`` (reference, source SHA-256) builds with the user's function instead
+    (``seqsweep.trial.user_model``). Keras' global state is cleared afterwards,
+    whatever happens.
     """
     import keras
 
@@ -51,13 +55,18 @@ def run_trial(
     started = time.perf_counter()
     try:
         keras.utils.set_random_seed(seed)
-        model = build_network(
-            splits.x_train.shape[1],
-            splits.n_outputs,
-            **Structure.from_params(params).build_kwargs(),
-            task=str(splits.task),
-            steps_per_execution=STEPS_PER_EXECUTION,
-        )
+        if user_model is None:
+            model = build_network(
+                splits.x_train.shape[1],
+                splits.n_outputs,
+                **Structure.from_params(params).build_kwargs(),
+                task=str(splits.task),
+                steps_per_execution=STEPS_PER_EXECUTION,
+            )
+        else:
+            model = build_user_model(
+                *user_model, params, splits.x_train.shape[1], splits.n_outputs, str(splits.task)
+            )
         y_train, y_val, y_test = targets(keras, splits)
         history = model.fit(
             splits.x_train,
@@ -170,6 +179,13 @@ def trial_result(
     finite. Packed and unpacked trials both end here.
     """
     _check_finite(history)
+    regression = splits is not None and splits.task is Task.REGRESSION
+    needed = ("mean_squared_error", "mean_absolute_error") if regression else ("accuracy",)
+    for name in needed:
+        if f"val_{name}" not in history or name not in test:
+            raise TrialError(
+                f"the model reports no {name}; compile it with metrics={list(needed)!r}"
+            )
     if not math.isfinite(test["loss"]):
         raise TrialError(
             f"test loss is {test['loss']}; the trained model is numerically "

@@ -1,8 +1,10 @@
 """Packed training of several trials of one study as one computation (``models.packed``).
 
-Trials can share a pack when they share its shape: ``dense_units``, epochs and batch
-size. Each member still gets its own result or its own failure; one member that
-diverges fails alone, because members share no weights.
+Trials can share a pack when they share its shape: the structure's (the units and
+activation of every layer, batch norm, the optimizer kind), epochs and batch size;
+they may differ in rates (dropout, learning rate, weight decay, l2). Each member still
+gets its own result or its own failure; one member that diverges fails alone, because
+members share no weights.
 """
 
 from __future__ import annotations
@@ -14,12 +16,24 @@ from typing import Any
 from seqsweep.dataset import Splits
 from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
-from seqsweep.seeds import order_seed, trial_seed
+from seqsweep.seeds import order_seed, pack_dropout_seed, trial_seed
 from seqsweep.settings import StudySettings
-from seqsweep.structure import Structure
-from seqsweep.trial.alone import STEPS_PER_EXECUTION, current_device, stop_callbacks, trial_result
+from seqsweep.structure import SGD_MOMENTUM, Structure
+from seqsweep.trial.alone import (
+    STEPS_PER_EXECUTION,
+    binary_auc,
+    current_device,
+    stop_callbacks,
+    targets,
+    trial_result,
+)
+from seqsweep.vocab import Task
 
-_METRICS = ("loss", "accuracy")
+#: What the pack reports per member, by task (``models.packed.PackedMetrics``).
+_METRICS = {
+    Task.CLASSIFICATION: ("loss", "accuracy"),
+    Task.REGRESSION: ("loss", "mean_squared_error", "mean_absolute_error"),
+}
 
 
 def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...]:
@@ -31,16 +45,15 @@ def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ..
     )
 
 
-def packable(params: dict[str, Any]) -> bool:
-    """Whether ``models.packed`` can train this structure: the article's network."""
-    s = Structure.from_params(params)
-    return (
-        len(s.units) == 2
-        and s.units[0] == s.units[1]
-        and s.activations == ("relu", "relu")
-        and not s.batch_norm
-        and not s.l2
-        and s.optimizer == "adam"
+def member_of(structure: Structure) -> Any:
+    """What a trial holds of its own in a pack: its rates (``models.packed.Member``)."""
+    from models.packed import Member
+
+    return Member(
+        dropouts=structure.dropouts,
+        learning_rate=structure.learning_rate,
+        l2=structure.l2,
+        weight_decay=structure.weight_decay,
     )
 
 
@@ -53,10 +66,12 @@ def run_pack(
     study_seed: int,
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
+    auc: bool = False,
 ) -> list[TrialResult | TrialError]:
     """Train trials ``numbers`` (with ``params``) of one shape together; one outcome each.
 
-    ``keep`` gets the trained pack (``export`` extracts a member from it).
+    ``keep`` gets the trained pack (``export`` extracts a member from it); ``auc`` adds
+    each member's val and test AUC.
     """
     import keras
 
@@ -66,25 +81,23 @@ def run_pack(
     if any(pack_shape(p, settings) != (shape, epochs, batch_size) for p in params):
         raise ValueError("every member of a pack must share its structure, epochs and batch_size")
     structures = [Structure.from_params(p) for p in params]
-    dense_units = structures[0].units[0]
+    first = structures[0]
+    seeds = [trial_seed(study_seed, n) for n in numbers]
     started = time.perf_counter()
-    y_train = keras.utils.to_categorical(splits.y_train, splits.n_classes)
-    y_val = keras.utils.to_categorical(splits.y_val, splits.n_classes)
-    y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
+    y_train, y_val, y_test = targets(keras, splits)
     try:
         model = build_packed(
             splits.x_train.shape[1],
-            splits.n_classes,
-            dense_units=dense_units,
-            members=[
-                {
-                    "dropout_rate1": m.dropouts[0],
-                    "dropout_rate2": m.dropouts[1],
-                    "learning_rate": m.learning_rate,
-                }
-                for m in structures
-            ],
-            seeds=[trial_seed(study_seed, n) for n in numbers],
+            splits.n_outputs,
+            units=first.units,
+            activations=first.activations,
+            batch_norm=first.batch_norm,
+            optimizer=first.optimizer,
+            momentum=SGD_MOMENTUM,
+            members=[member_of(m) for m in structures],
+            seeds=seeds,
+            dropout_seeds=[pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))],
+            task=str(splits.task),
             steps_per_execution=STEPS_PER_EXECUTION,
         )
         keras.utils.set_random_seed(order_seed(study_seed))
@@ -102,6 +115,7 @@ def run_pack(
         test = model.evaluate(
             splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
         )
+        extras = _aucs(model, splits, len(numbers)) if auc else [{} for _ in numbers]
         if keep is not None:
             keep(model)
     finally:
@@ -109,7 +123,25 @@ def run_pack(
     share = (time.perf_counter() - started) / len(numbers)
     device = current_device()
     pack = tuple(numbers) if len(numbers) > 1 else None
-    return [_member_outcome(k, history, test, share, device, pack) for k in range(len(numbers))]
+    return [
+        _member_outcome(k, history, test, share, device, pack, splits, extras[k])
+        for k in range(len(numbers))
+    ]
+
+
+def _aucs(model: Any, splits: Splits, members: int) -> list[dict[str, float]]:
+    """Each member's val and test AUC (binary classification), from the pack's outputs."""
+    from keras import ops
+
+    out: list[dict[str, float]] = [{} for _ in range(members)]
+    for split, x, y in (
+        ("val", splits.x_val, splits.y_val),
+        ("test", splits.x_test, splits.y_test),
+    ):
+        scores = ops.convert_to_numpy(ops.softmax(model(x, training=False), axis=-1))
+        for k in range(members):
+            out[k][f"{split}_auc"] = binary_auc(y, scores[k, :, 1])
+    return out
 
 
 def _member_outcome(
@@ -119,11 +151,17 @@ def _member_outcome(
     duration_s: float,
     device: str,
     pack: tuple[int, ...] | None,
+    splits: Splits,
+    extra: dict[str, float],
 ) -> TrialResult | TrialError:
     """Member ``k``'s result, from the pack's ``m{k}_*`` metrics; a divergence is its own."""
-    own = {f"{pre}{m}": history[f"{pre}m{k}_{m}"] for pre in ("", "val_") for m in _METRICS}
-    scores = {m: test[f"m{k}_{m}"] for m in _METRICS}
+    names = _METRICS[splits.task]
+    own = {f"{pre}{m}": history[f"{pre}m{k}_{m}"] for pre in ("", "val_") for m in names}
+    scores = {m: test[f"m{k}_{m}"] for m in names}
     try:
-        return trial_result(own, scores, duration_s=duration_s, device=device, pack=pack)
+        return trial_result(
+            own, scores, duration_s=duration_s, device=device, pack=pack, splits=splits,
+            extra=extra,
+        )  # fmt: skip
     except TrialError as exc:
         return exc

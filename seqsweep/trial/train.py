@@ -14,10 +14,9 @@ from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
-from seqsweep.structure import Structure
-from seqsweep.trial.alone import run_trial
-from seqsweep.trial.packed import pack_shape, packable, run_pack
-from seqsweep.vocab import Task
+from seqsweep.structure import SGD_MOMENTUM, Structure
+from seqsweep.trial.alone import in_target_units, run_trial
+from seqsweep.trial.packed import member_of, pack_shape, run_pack
 
 Outcome = TrialResult | TrialError
 
@@ -30,15 +29,9 @@ def study_splits(data: Dataset, study_seed: int, settings: StudySettings) -> Spl
 def pack_key(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...] | None:
     """What trials must share to train in one pack; None when this trial trains alone.
 
-    The pack holds the article's classification network; regression, val_auc studies
-    and other structures train alone.
+    Every built-in structure packs; a user's build function (``--model``) never does.
     """
-    if (
-        settings.pack_size <= 1
-        or settings.task is not Task.CLASSIFICATION
-        or settings.objective == "val_auc"
-        or not packable(params)
-    ):
+    if settings.pack_size <= 1 or settings.model is not None:
         return None
     return pack_shape(params, settings)
 
@@ -78,6 +71,9 @@ def train(
                 should_stop=should_stop,
                 keep=keep if number == keep_number else None,
                 auc=settings.objective == "val_auc",
+                user_model=None
+                if settings.model is None
+                else (settings.model, settings.model_sha256),
             )
         )
     return outcomes
@@ -95,16 +91,16 @@ def _train_pack(
     numbers = list(trials)
 
     def keep_member(model: Any) -> None:
+        import keras
+
         from models.packed import extract_member
 
         assert keep is not None and keep_number is not None
         own = Structure.from_params(trials[keep_number])
-        member = {
-            "dropout_rate1": own.dropouts[0],
-            "dropout_rate2": own.dropouts[1],
-            "learning_rate": own.learning_rate,
-        }
-        keep(extract_member(model, numbers.index(keep_number), member))
+        member = extract_member(
+            model, numbers.index(keep_number), member_of(own), own.optimizer, SGD_MOMENTUM
+        )
+        keep(in_target_units(keras, member, splits))
 
     return run_pack(
         [trials[n] for n in numbers],
@@ -114,4 +110,5 @@ def _train_pack(
         study_seed=study_seed,
         should_stop=should_stop,
         keep=keep_member if keep is not None and keep_number is not None else None,
+        auc=settings.objective == "val_auc",
     )
