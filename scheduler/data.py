@@ -143,8 +143,12 @@ def _load_csv(content: bytes, target: str, where: str, task: str) -> Dataset:
 
 def _refuse_duplicate_columns(content: bytes, where: str) -> None:
     """pandas renames a repeated header (``a``, ``a.1``): the user would never know."""
-    header = content.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    for row in csv.reader([header], skipinitialspace=True):
+    lines = content[:65536].decode("utf-8", errors="replace").splitlines()
+    try:
+        rows = list(csv.reader(lines[:1], skipinitialspace=True))
+    except csv.Error:  # not a readable header: pandas says why in its own error
+        return
+    for row in rows:
         seen: set[str] = set()
         for name in (n.strip() for n in row):
             if name in seen:

@@ -25,7 +25,7 @@ from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.seeds import fresh_study_seed
-from seqsweep.settings import lease_seconds, stop_grace_seconds
+from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
 from seqsweep.vocab import Task, TrialStatus
 
@@ -72,6 +72,7 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
     lease_seconds()
     stop_grace_seconds()
+    celery_config(opts.broker_url)  # $SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S on Redis
     check_broker_url(opts.broker_url, opts.db_url)
 
     db_file = sqlite_path(opts.db_url)

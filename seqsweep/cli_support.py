@@ -31,11 +31,11 @@ def hide_passwords_from_ps(argv: list[str]) -> None:
     for arg in args:
         name, equals, value = arg.partition("=")
         if name in URL_FLAGS:
-            url = value if equals else next(args, "")
-            if mask_url(url) != url:  # it holds a password
+            url = value if equals else next(args, None)
+            if url is not None and mask_url(url) != url:  # it holds a password
                 moved[URL_FLAGS[name]] = url
                 continue
-            kept.extend([arg] if equals else [arg, url])
+            kept.extend([arg] if equals or url is None else [arg, url])
             continue
         kept.append(arg)
     if not moved:

@@ -19,8 +19,9 @@ from seqsweep.errors import MessageError, UsageError
 TASK_NAME = "seqsweep.run_trial"
 #: The one queue every seqsweep worker consumes.
 QUEUE = "seqsweep"
-#: Ids and trial numbers are stored as 64-bit integers.
-MAX_ID = 2**63 - 1
+#: Study ids are 32-bit integer columns (PostgreSQL's ``integer``): a larger id in a
+#: message would fail the query with a traceback instead of being dropped in one line.
+MAX_ID = 2**31 - 1
 #: A study name longer than this is not one seqsweep made (see ``check_study_name``).
 MAX_NAME = 200
 _STUDY_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}")
@@ -58,10 +59,13 @@ class TrialMessage:
             payload.get("number"),
             payload.get("study"),
         )
-        for key, value in (("study_id", study_id), ("number", number)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        from seqsweep.settings import BOUNDS  # settings imports this module
+
+        top_number = BOUNDS["trial"].high  # trial numbers stay below --trials' bound
+        for key, value, top in (("study_id", study_id, MAX_ID), ("number", number, top_number)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
                 raise MessageError(
-                    f"payload {key} must be an integer in [0, 2**63), got {short_repr(value)}"
+                    f"payload {key} must be an integer in [0, {top}], got {short_repr(value)}"
                 )
         # The name must be one seqsweep allows: a newline or control character here
         # would forge lines in the workers log.

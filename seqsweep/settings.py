@@ -91,6 +91,8 @@ BOUNDS: dict[str, Bound] = {
     "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
 }
 MAX_PACK_SIZE = BOUNDS["pack_size"].high
+#: The smallest validation or test fraction: below it a split is empty for any dataset.
+MIN_FRACTION = 0.01
 #: Bytes of a space file and of a data file read in full.
 MAX_SPACE_FILE_BYTES = 1 << 20
 MAX_DATA_FILE_BYTES = 1 << 30
@@ -155,9 +157,10 @@ class StudySettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UsageError(f"setting {name}: must be a number, got {value!r}; use e.g. 0.2")
-            if not 0.0 < value < 0.5:
+            if not MIN_FRACTION <= value < 0.5:
                 raise UsageError(
-                    f"setting {name}: must be in (0, 0.5), got {value!r}; use e.g. 0.2"
+                    f"setting {name}: must be in [{MIN_FRACTION}, 0.5), got "
+                    f"{short_value(value)}; use e.g. 0.2"
                 )
         check_bounded("pack_size", self.pack_size)
         if self.task not in tuple(Task):

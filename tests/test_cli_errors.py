@@ -87,7 +87,7 @@ CASES = [
     (["--epochs", "0"], "--epochs: must be an integer in [1, 10000]"),
     (["--pack-size", "0"], "--pack-size: must be an integer in [1, 256]"),
     (["--pack-size", "1000"], "--pack-size: must be an integer in [1, 256], got 1000"),
-    (["--val-fraction", "0.7"], "val_fraction: must be in (0, 0.5)"),
+    (["--val-fraction", "0.7"], "val_fraction: must be in [0.01, 0.5)"),
     (["--study", "has space"], "--study 'has space'"),
     (["--db", "mysql://x@h/db"], "backend 'mysql' is not supported"),
     (["--broker", "ftp://x"], "unsupported URL"),
@@ -452,18 +452,30 @@ def test_worker_refuses_bad_flags_before_starting(
     assert _written(tmp_path, before) == []
 
 
-def test_launch_validates_environment_settings_and_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "broker"),
+    [
+        ("SEQSWEEP_LEASE_S", "sqla+sqlite:///broker.db"),
+        ("SEQSWEEP_STOP_GRACE_S", "sqla+sqlite:///broker.db"),
+        ("SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S", "redis://127.0.0.1:1/0"),
+    ],
+)
+def test_launch_validates_environment_settings_and_writes_nothing(
+    tmp_path: Path, variable: str, broker: str
+) -> None:
     before = set(tmp_path.rglob("*"))
     proc = run_cli(
         "scheduler",
         "launch",
         "--local-workers",
         "0",
+        "--broker",
+        broker,
         cwd=tmp_path,
-        env={"SEQSWEEP_LEASE_S": "abc"},
+        env={variable: "abc"},
         timeout=60,
     )
-    _assert_one_line_error(proc, "$SEQSWEEP_LEASE_S: must be a positive number of seconds")
+    _assert_one_line_error(proc, f"${variable}: must be a positive number of seconds")
     assert _written(tmp_path, before) == []
 
 

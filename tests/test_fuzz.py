@@ -1,10 +1,15 @@
-"""Fuzzing the inputs users bring: every search-space file and every CSV either
-gives one clean error line (exit code 2, nothing written) or a valid study.
+"""Fuzzing the inputs users bring: every search-space file, CSV and NPZ file, special
+file and numeric flag either gives one clean error line (exit code 2, no study, no new
+file) or a valid study.
 
 The real CLI runs in-process (``scheduler.cli.main``) with ``--detach``, so each
 example validates, writes the study and enqueues its trials on an embedded
 broker, but trains nothing. Anything else (a traceback, another exit code, a
-partial study) is a bug; examples that found one are kept as ``@example``.
+partial study, a hang) is a bug; examples that found one are kept as ``@example``.
+
+Each example runs under a SIGALRM timeout, so a hang (a FIFO read, say) fails it
+instead of stalling CI. The seed is fixed under CI (``$SEQSWEEP_FUZZ_SEED`` picks
+another) and printed with every failure, so a red CI run can be replayed exactly.
 """
 
 from __future__ import annotations
@@ -12,25 +17,47 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import random
 import signal
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, event, example, given, note, seed, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from scheduler.cli import main
 from seqsweep.db import ResultStore
 
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FUZZ_SEED = int(
+    os.environ.get("SEQSWEEP_FUZZ_SEED") or (20261129 if _CI else random.randrange(2**32))
+)
 FUZZ = settings(
     max_examples=60,
     deadline=None,
     database=None,  # no .hypothesis/ folder in the working tree
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
 )
+#: Seconds one example may take: validation and a 2-trial --detach study take well under 2.
+EXAMPLE_TIMEOUT_S = 20
+
+
+class ExampleTimeout(Exception):
+    """An example ran past EXAMPLE_TIMEOUT_S: the CLI hung on this input."""
+
+
+def _replay_note() -> None:
+    note(f"Hypothesis seed {FUZZ_SEED}: replay with SEQSWEEP_FUZZ_SEED={FUZZ_SEED}")
+
+
 MODEL_PARAMS = ["dense_units", "dropout_rate1", "dropout_rate2", "learning_rate"]
 ALL_PARAMS = [*MODEL_PARAMS, "epochs", "batch_size"]
 
@@ -71,6 +98,13 @@ def _run(env: Env, *flags: str) -> tuple[str, int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     # launch installs SIGTERM/SIGHUP handlers for its local workers: keep pytest's own.
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    before = set(env.home.iterdir())
+
+    def hung(_signum: int, _frame: object) -> None:
+        raise ExampleTimeout(f"launch {' '.join(flags)[:200]} ran past {EXAMPLE_TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(EXAMPLE_TIMEOUT_S)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -78,15 +112,21 @@ def _run(env: Env, *flags: str) -> tuple[str, int, str, str]:
             except SystemExit as exc:  # argparse errors
                 code = exc.code  # type: ignore[assignment]
     finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+    if code != 0:  # a refused launch creates no file at all (results DB, broker, log)
+        new = sorted(p.name for p in set(env.home.iterdir()) - before)
+        assert new == [], f"refused, yet it wrote {new}: {err.getvalue()}"
     return study, code, out.getvalue(), err.getvalue()
 
 
 def _check(env: Env, study: str, code: int, out: str, err: str, where: tuple[str, ...]) -> None:
     """Either a valid study with 2 queued trials, or one clean error line and no study."""
     assert "Traceback" not in out + err, out + err
-    event(f"exit code {code}")
+    if currently_in_test_context():  # not in the plain parametrized tests
+        event(f"exit code {code}")
     record = env.store.get_study(study)
     if code == 0:
         assert "error" not in err, err
@@ -98,7 +138,7 @@ def _check(env: Env, study: str, code: int, out: str, err: str, where: tuple[str
     assert code == 2, f"exit code {code}: {out}{err}"
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(("error: ", "python -m scheduler")), lines[0]
+    assert lines[0].startswith(("error: ", "seqsweep", "python -m scheduler")), lines[0]
     assert lines[0].startswith("error: ") or ": error: " in lines[0], lines[0]
     assert any(w in lines[0] for w in where), lines[0]  # says where the problem is
     assert out == ""
@@ -214,6 +254,7 @@ VALID_YAML = (
 )
 
 
+@seed(FUZZ_SEED)
 @FUZZ
 @given(_space_files())
 @example((".yaml", VALID_YAML))  # a valid study
@@ -235,6 +276,7 @@ VALID_YAML = (
     )
 )
 def test_space_file_gives_a_study_or_one_clean_error(env: Env, case: tuple[str, bytes]) -> None:
+    _replay_note()
     suffix, content = case
     path = env.home / f"space-{uuid.uuid4().hex[:8]}{suffix}"
     path.write_bytes(content)
@@ -301,6 +343,7 @@ def _csv_files(draw: st.DrawFn) -> tuple[bytes, str]:
 TINY = "f0,f1,label\n" + "".join(f"{i},{i % 3},{'yn'[i % 2]}\n" for i in range(12))
 
 
+@seed(FUZZ_SEED)
 @FUZZ
 @given(_csv_files())
 @example((TINY.encode(), "label"))  # a valid study
@@ -310,8 +353,186 @@ TINY = "f0,f1,label\n" + "".join(f"{i},{i % 3},{'yn'[i % 2]}\n" for i in range(1
 @example((b"a,label\n1,x,9\n2,y,8\n3,x,7\n", "label"))  # ragged: pandas takes column 0 as index
 @example((("\ufeffa,label\n" + "".join(f"{i},é{i % 2}\n" for i in range(12))).encode(), "label"))
 def test_csv_gives_a_study_or_one_clean_error(env: Env, case: tuple[bytes, str]) -> None:
+    _replay_note()
     content, target = case
     path = env.home / f"data-{uuid.uuid4().hex[:8]}.csv"
     path.write_bytes(content)
     study, code, out, err = _run(env, "--data", str(path), "--target", target)
     _check(env, study, code, out, err, where=(f"data file {path}", "dataset: "))
+
+
+# -- YAML anchors and aliases -----------------------------------------------------
+
+
+@st.composite
+def _aliased_yaml(draw: st.DrawFn) -> bytes:
+    """A space file that uses anchors and aliases: plain reuse, or an expansion bomb."""
+    if draw(st.booleans()):  # billion laughs, of any width and depth
+        width, depth = draw(st.integers(2, 12)), draw(st.integers(1, 12))
+        lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+        for i in range(1, depth + 1):
+            lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+        return ("\n".join(lines) + "\n").encode()
+    anchored = draw(st.sampled_from(MODEL_PARAMS))
+    used = draw(st.sampled_from([*ALL_PARAMS, "bogus"]))
+    lines = VALID_YAML.decode().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(anchored))
+    name, _, value = lines[at].partition(": ")
+    lines[at] = f"{name}: &x {value}"
+    if draw(st.booleans()):
+        lines.append(f"{used}: *x")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=30)
+@given(_aliased_yaml())
+@example(b"a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + b"".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n".encode()
+    for i in range(8)
+))  # fmt: skip
+def test_yaml_anchors_and_aliases_are_refused(env: Env, content: bytes) -> None:
+    _replay_note()
+    path = env.home / f"space-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_bytes(content)
+    study, code, out, err = _run(env, "--space", str(path))
+    _check(env, study, code, out, err, where=(f"space file {path}",))
+    assert code == 2 and "anchors and aliases" in err, err
+
+
+# -- NPZ data files ---------------------------------------------------------------
+
+_DTYPES = ["float64", "float32", "int64", "int8", "uint8", "bool", "complex64", "U3", "S2"]
+
+
+@st.composite
+def _npz_files(draw: st.DrawFn) -> bytes:
+    """An .npz near the valid shape (X rows x features, y labels), or not an .npz."""
+    form = draw(st.sampled_from(["arrays", "arrays", "arrays", "npy", "zip", "bytes"]))
+    if form == "bytes":
+        return draw(st.binary(max_size=80))
+    if form == "zip":  # a zip that holds something else, or a truncated .npz
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(draw(st.sampled_from(["X.npy", "y.npy", "notes.txt"])), draw(st.binary()))
+        data = buf.getvalue()
+        return data[: draw(st.integers(0, len(data)))]
+    rows = draw(st.sampled_from([0, 1, 3, 12, 40]))
+    shape = draw(
+        st.sampled_from([(rows, 2), (rows, 0), (rows,), (rows, 2, 2), (rows, 1), (rows, 3)])
+    )
+    x = np.asarray(
+        draw(
+            st.lists(
+                st.one_of(
+                    st.floats(-3, 3),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([1e15, 1e16, 1e30, -1e30, 3.4e38, 1e308]),
+                ),
+                min_size=int(np.prod(shape)),
+                max_size=int(np.prod(shape)),
+            )
+        )
+    ).reshape(shape)
+    dtype = draw(st.sampled_from(_DTYPES))
+    with np.errstate(all="ignore"), contextlib.suppress(ValueError, OverflowError):
+        x = x.astype(dtype)
+    n_y = draw(st.sampled_from([rows, rows, rows + 1, max(rows - 1, 0)]))
+    classes = draw(st.sampled_from([1, 2, 3, n_y or 1]))
+    y = np.arange(n_y) % classes
+    if draw(st.booleans()):
+        y = y.astype(draw(st.sampled_from(["float64", "U4", "int64", "bool"])))
+    arrays = {"X": x, "y": y}
+    if draw(st.booleans()):
+        del arrays[draw(st.sampled_from(["X", "y"]))]
+    buf = io.BytesIO()
+    if form == "npy":  # an .npy saved under an .npz name
+        np.save(buf, x)
+    else:
+        np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=40)
+@given(_npz_files())
+@example(b"\x93NUMPY")  # the start of an .npy
+def test_npz_gives_a_study_or_one_clean_error(env: Env, content: bytes) -> None:
+    _replay_note()
+    path = env.home / f"data-{uuid.uuid4().hex[:8]}.npz"
+    path.write_bytes(content)
+    study, code, out, err = _run(env, "--data", str(path))
+    _check(env, study, code, out, err, where=(f"data file {path}", "dataset: "))
+
+
+# -- special files ---------------------------------------------------------------
+
+
+def _special(home: Path, kind: str, suffix: str) -> Path:
+    path = home / f"special-{uuid.uuid4().hex[:8]}{suffix}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "link-to-fifo":
+        target = home / f"fifo-{uuid.uuid4().hex[:8]}"
+        os.mkfifo(target)
+        path.symlink_to(target)
+    else:  # a device that never ends, or is empty
+        path.symlink_to(kind)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "link-to-fifo", "/dev/zero", "/dev/null"])
+@pytest.mark.parametrize(
+    ("flag", "suffix"), [("--space", ".yaml"), ("--data", ".csv"), ("--data", ".npz")]
+)
+def test_special_files_are_refused_without_hanging(
+    env: Env, kind: str, flag: str, suffix: str
+) -> None:
+    path = _special(env.home, kind, suffix)
+    extra = ["--target", "label"] if suffix == ".csv" else []
+    study, code, out, err = _run(env, flag, str(path), *extra)
+    what = "space file" if flag == "--space" else "data file"
+    _check(env, study, code, out, err, where=(f"{what} {path}",))
+    assert code == 2 and ("regular file" in err or "is a folder" in err), err
+
+
+# -- huge and odd numbers in every numeric flag ------------------------------------
+
+_INT_FLAGS = ["--trials", "--epochs", "--batch-size", "--pack-size", "--max-attempts",
+              "--top", "--local-workers", "--seed"]  # fmt: skip
+_FLOAT_FLAGS = ["--trial-timeout", "--val-fraction", "--test-fraction"]
+
+
+@st.composite
+def _numeric_flags(draw: st.DrawFn) -> list[str]:
+    flag = draw(st.sampled_from(_INT_FLAGS + _FLOAT_FLAGS))
+    if flag == "--trials":  # a valid large study would only test the broker's speed
+        value = draw(st.one_of(st.integers(max_value=0), st.integers(min_value=100_001)))
+        text = str(value)
+    else:
+        text = draw(
+            st.one_of(
+                st.integers().map(str),
+                st.sampled_from([2**63, 2**63 + 1, 2**64, -(2**63) - 1, 10**30]).map(str),
+                st.just("9" * 5000),  # past Python's int-to-str digit limit
+                st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                st.sampled_from(["", " ", "1e400", "0x10", "1_000", "abc", "-0", "1.5"]),
+            )
+        )
+    return [flag, text]
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=60)
+@given(_numeric_flags())
+@example(["--trials", "1000000000"])
+@example(["--local-workers", "100000"])
+@example(["--top", str(2**63 + 1)])
+@example(["--epochs", "1" + "0" * 30])
+@example(["--batch-size", str(2**63)])
+def test_numeric_flags_give_a_study_or_one_clean_error(env: Env, flags: list[str]) -> None:
+    _replay_note()
+    study, code, out, err = _run(env, *flags)
+    _check(env, study, code, out, err, where=(flags[0], flags[0].lstrip("-").replace("-", "_")))

@@ -20,6 +20,15 @@ from seqsweep.messages import MAX_ID, TrialMessage
         {"study_id": 1, "study": "s", "number": MAX_ID + 1},
         {"study_id": 1, "study": "", "number": 0},
         {"study_id": 1, "study": "s" * 201, "number": 0},
+        # Beyond the 32-bit id column (PostgreSQL raised a traceback in the worker log).
+        {"study_id": 2**31, "study": "s", "number": 0},
+        {"study_id": 2**63 + 1, "study": "s", "number": 0},
+        {"study_id": 1, "study": "s", "number": 100_000},
+        {"study_id": 1, "study": "s", "number": 2**63 + 1},
+        # Characters that would forge lines in the workers log.
+        {"study_id": 1, "study": "x\nFORGED succeeded", "number": 0},
+        {"study_id": 1, "study": "x\rY", "number": 0},
+        {"study_id": 1, "study": "x\x1b[31m", "number": 0},
     ],
 )
 def test_malformed_payloads_are_rejected(payload: object) -> None:

@@ -501,21 +501,21 @@ def test_postgresql_sslmode_require_is_really_tls(pg_admin_url: str, pg_url: str
         store.dispose()
 
 
-def test_tls_to_postgresql_works_after_the_trial_layer_imported_keras(
+def test_tls_to_postgresql_works_after_models_imported_keras(
     pg_admin_url: str, pg_url: str
 ) -> None:
     """TensorFlow's BoringSSL aborts libpq's first TLS handshake if TF loads first.
 
     seqsweep's workers create their store (loading psycopg) before a trial
-    imports Keras; a process that imports the trial layer (``seqsweep.trial``, as
-    ``export`` and a user's script that trains do) and then Keras must work too.
-    ``models`` itself knows nothing of the DB, so the trial layer loads the driver.
+    imports Keras; a process that imports ``models`` first (as a user's script that
+    builds a network may) and then Keras must work too. ``models`` knows nothing of
+    the DB layer; it loads the driver itself.
     """
     if not _pg_ssl_on(pg_admin_url):
         require("PostgreSQL with ssl = on", "the server at 127.0.0.1:5432 has ssl = off")
     url = pg_url + ("&" if "?" in pg_url else "?") + "sslmode=require"
     script = (
-        "import seqsweep.trial, models, keras, sqlalchemy\n"
+        "import models, keras, sqlalchemy\n"
         "from seqsweep.db import ResultStore\n"
         "store = ResultStore(__import__('sys').argv[1])\n"
         "with store.session() as conn:\n"

@@ -90,3 +90,29 @@ def test_mask_url_hides_every_reserved_character_password(template: str, passwor
 def test_mask_url_keeps_urls_without_a_password() -> None:
     for url in ("redis://cache:6379/0", "sqlite:///a@b.db", "postgresql://bob@h/x", "x"):
         assert mask_url(url) == url
+
+
+def test_a_password_flag_is_moved_into_the_environment_and_argv_rewritten(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import sys
+
+    from seqsweep import cli_support
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-P", "-m", "worker", "x"])
+    monkeypatch.delenv("SEQSWEEP_DB_URL", raising=False)
+    monkeypatch.delenv("SEQSWEEP_BROKER_URL", raising=False)
+    cli_support.hide_passwords_from_ps(["--db", "sqlite:///r.db", "--concurrency", "2"])
+    assert calls == []  # no password: nothing to hide
+    args = ["--broker=redis://:pw#1@h:6379/0", "--db", "postgresql://u:pw@h/x", "--db"]
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-P", "-m", "worker", *args])
+    cli_support.hide_passwords_from_ps(args)
+    assert calls == [(sys.executable, ["python", "-P", "-m", "worker", "--db"])]
+    assert os.environ["SEQSWEEP_BROKER_URL"] == "redis://:pw#1@h:6379/0"
+    assert os.environ["SEQSWEEP_DB_URL"] == "postgresql://u:pw@h/x"
+    err = capsys.readouterr().err
+    assert err.startswith("warning: a password in --db and --broker shows in `ps`")
+    assert "pw" not in err
