@@ -84,6 +84,8 @@ class StudyReport:
     importance: Importance | None
     objective: Objective = OBJECTIVE
     task: Task = Task.CLASSIFICATION
+    #: ``module:function`` of the user's build function (``--model``); None: built in.
+    model: str | None = None
 
     @property
     def best(self) -> TrialSummary | None:
@@ -124,6 +126,7 @@ def study_report(store: ResultStore, study_name: str, top_k: int = REPORT_TOP) -
         importance=hyperparameter_importance(store.get_trials(study.id), settings.objective),
         objective=settings.ranking,
         task=settings.task,
+        model=settings.model,
     )
 
 
@@ -168,7 +171,9 @@ def format_report(report: StudyReport) -> str:
         + "  ".join(f"{m}={fmt_value(best.metric(m))}" for m in shown)
     )
     lines.append("best params: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
-    if set(best.params) - _ARTICLE_PARAMS:
+    if report.model is not None:
+        lines.append(f"built by: {report.model}")
+    elif set(best.params) - _ARTICLE_PARAMS:
         lines.append(f"best structure: {Structure.from_params(best.params).describe()}")
     return "\n".join(lines)
 

@@ -140,3 +140,21 @@ def test_a_db_from_before_issue_10_migrates_and_reports(tmp_path: Path) -> None:
     assert as_json["best"]["objective"]["value"] == pytest.approx(best[1])
     assert as_json["best"]["metrics"]["val_accuracy"] == pytest.approx(best[1])
     assert store.study_summaries()[0].best_number == best[0]
+
+
+def test_val_auc_is_the_area_under_the_roc_curve_alone_and_packed() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from seqsweep.trial.alone import binary_auc
+
+    rng = np.random.default_rng(2)
+    y, score = rng.integers(0, 2, 300), rng.normal(size=300).round(1)  # rounded: ties too
+    assert binary_auc(y, score) == pytest.approx(roc_auc_score(y, score))
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    data = Dataset(x, (x[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(np.int64), ("a", "b"))
+    params = {"dense_units": 8, "learning_rate": 1e-2}
+    for pack_size in (1, 4):
+        settings = StudySettings(epochs=2, batch_size=16, objective="val_auc", pack_size=pack_size)
+        (result,) = train({0: params}, study_splits(data, 1, settings), settings, study_seed=1)
+        assert isinstance(result, TrialResult)
+        assert 0.7 < result.metrics["val_auc"] <= 1.0 and 0.0 <= result.metrics["test_auc"] <= 1.0

@@ -133,6 +133,8 @@ def test_a_build_function_on_redis_and_postgresql_with_a_separate_worker(
         report = json.loads(ok.stdout)
         assert report["counts"]["succeeded"] == 3
         assert set(report["best"]["params"]) == {"width", "depth", "learning_rate"}
+        text = run_cli("scheduler", "report", "--study", "own", "--db", pg_url, cwd=home)
+        assert "built by: mynets:build" in text.stdout, text.stdout + text.stderr
         other = run_cli("scheduler", "launch", "--trials", "1", "--study", "other", *flags,
                         cwd=home, env={"PYTHONPATH": str(theirs)}, timeout=300)  # fmt: skip
         assert other.returncode == 1, other.stderr
