@@ -1,4 +1,8 @@
-FROM python:3.11-slim
+# The base is an argument so that a machine without Docker Hub can build on a local
+# image that has `python` and `pip` on PATH (bench/compose_run.sh makes one from
+# Debian's python3.11); users keep the official slim image.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 # Unbuffered, so `docker compose logs` shows progress as it happens rather
 # than in 4 KiB blocks; no pip self-update check, since nothing may act on it.

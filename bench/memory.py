@@ -52,8 +52,8 @@ def _run(mode: str, data: Path) -> dict[str, float]:
     from scheduler.sampling import sample
     from scheduler.space import default_space
     from seqsweep.settings import StudySettings
-    from worker.packing import pack_shape, run_pack
-    from worker.training import run_study_trial
+    from seqsweep.trial import train
+    from seqsweep.trial.packed import pack_shape, run_pack
 
     splits = load_splits(data)
     settings = StudySettings(epochs=1, batch_size=32, pack_size=32 if mode == "packed" else 1)
@@ -61,7 +61,7 @@ def _run(mode: str, data: Path) -> dict[str, float]:
     done, rss = 0, {}
     if mode == "unpacked":
         for n in range(200):
-            run_study_trial(params[n], splits, settings, study_seed=SEED, number=n)
+            train({n: params[n]}, splits, settings, study_seed=SEED)
             done += 1
             if done in (10, 200):
                 rss[done] = _rss_mib()

@@ -4,8 +4,10 @@
     python bench/packs.py --epochs 10          # the full trials of bench/throughput.py
 
 What one worker process (one thread, as with two workers on two cores) spends per
-member when it trains K trials of ``dense_units`` U together, on the problem of
-bench/throughput.py. K=1 is a pack of one: the same engine, one trial.
+member when it trains K trials of one structure together, on the problem of
+bench/throughput.py: the article's two layers of ``dense_units`` U, and a 3-layer
+stack (128-64-32, gelu, batch norm, SGD). K=1 is a pack of one: the same engine, one
+trial.
 """
 
 from __future__ import annotations
@@ -29,16 +31,21 @@ def main() -> None:
     from scheduler.data import synthetic_dataset
     from seqsweep.dataset import split_dataset
     from seqsweep.settings import StudySettings
-    from worker.packing import run_pack
-    from worker.training import run_trial
+    from seqsweep.trial.alone import run_trial
+    from seqsweep.trial.packed import run_pack
 
     splits = split_dataset(synthetic_dataset(n_rows=ROWS), 0, 0.2, 0.2)
     settings = StudySettings(epochs=args.epochs, batch_size=32, pack_size=64)
     member = {"dropout_rate1": 0.2, "dropout_rate2": 0.2, "learning_rate": 1e-3}
     run_pack([{**member, "dense_units": 32}], [0], splits, settings, study_seed=0)  # warm up
+    deep = {
+        "n_layers": 3, "dense_units1": 128, "dense_units2": 64, "dense_units3": 32,
+        "dropout_rate": 0.2, "activation": "gelu", "batch_norm": True, "optimizer": "sgd",
+        "learning_rate": 1e-2,
+    }  # fmt: skip
     rows = []
-    for units in (64, 512):
-        params = {**member, "dense_units": units}
+    for units, params in ((64, None), (512, None), ("3 x 128-64-32 gelu bn sgd", deep)):
+        params = params or {**member, "dense_units": units}
         started = time.perf_counter()
         run_trial(params, splits, epochs=args.epochs, batch_size=32, seed=0)
         alone = time.perf_counter() - started
@@ -52,7 +59,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     print()
     print(f"8,000 training rows, {args.epochs} epochs, batch 32, 1 thread; {machine()}")
-    print(table(["dense_units", "training", "s per trial", "vs fit"], rows))
+    print(table(["structure (dense_units)", "training", "s per trial", "vs fit"], rows))
 
 
 if __name__ == "__main__":

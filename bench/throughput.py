@@ -103,7 +103,7 @@ def _naive(args: argparse.Namespace) -> dict[str, Any]:
     from models import build_model
     from scheduler.sampling import sample
     from scheduler.space import default_space
-    from worker.training import trial_seed
+    from seqsweep.seeds import trial_seed
 
     data = _data(args)
     splits = data[0]

@@ -1,9 +1,18 @@
-"""Network builders. Importing this package imports Keras: only workers may do it."""
+"""Network builders. Importing this package imports Keras: only workers may do it.
 
-from seqsweep.db.engine import load_pg_driver_before_keras
+It knows nothing of the results DB. One thing must still precede Keras here:
+TensorFlow loads BoringSSL with global symbols, and libpq's first TLS handshake
+in the same process then aborts (``free(): invalid pointer``,
+tensorflow/tensorflow#93969) unless psycopg was loaded first. A script that
+imports this package before opening a PostgreSQL store must not crash, so the
+driver is loaded here, without importing seqsweep's DB layer.
+"""
 
-load_pg_driver_before_keras()
+import contextlib
 
-from models.sequential import build_model  # noqa: E402
+with contextlib.suppress(ImportError):  # no psycopg: no PostgreSQL either
+    import psycopg  # noqa: F401
 
-__all__ = ["build_model"]
+from models.sequential import build_model, build_network
+
+__all__ = ["build_model", "build_network"]

@@ -1,11 +1,14 @@
-"""Many of the article's models trained as one computation: packed training.
+"""Many built-in networks of one structure trained as one computation: packed training.
 
-Keras spends about 100x the arithmetic of this small network on per-step overhead. A pack
-stacks K members' weights along a leading axis, so one step runs three batched matmuls
-for all K members instead of K separate train steps. Each member keeps what makes it
-its own trial: its initial weights (those the article's model gets from the trial's
-seed), its dropout rates, its Adam state and learning rate, and its own loss and
-accuracy. The members share the batches, in the same order, and one dropout random op.
+Keras spends about 100x the arithmetic of a small network on per-step overhead. A pack
+stacks K members' weights along a leading axis, so one step runs a batched matmul per
+layer for all K members instead of K separate train steps. Members share the
+structure's shape (the units and activation of every hidden layer, batch norm, the
+optimizer kind, the task); each keeps what makes it its own trial: its initial weights
+(those its network gets alone from the trial's seed), its dropout rates, its learning
+rate, weight decay and L2 factor, its optimizer state, batch-norm statistics, and its
+own loss and metrics. The members share the batches, in the same order, and one
+dropout random op per layer.
 
 Losses add up across members, whose weights are disjoint, so each member's gradient is
 exactly its own loss's gradient. Backend-neutral: plain ``keras.ops``, and Keras'
@@ -15,32 +18,62 @@ exactly its own loss's gradient. Backend-neutral: plain ``keras.ops``, and Keras
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras import ops
 
-from models.sequential import build_model
+from models.sequential import build_network, make_optimizer
+
+_BN_EPSILON = 1e-3  # Keras' BatchNormalization defaults, which the members alone use
+_BN_MOMENTUM = 0.99
 
 
-class PackedAdam(keras.optimizers.Adam):
-    """Adam whose learning rate is a vector: member k of every variable steps with ``lrs[k]``.
+@dataclass(frozen=True)
+class Member:
+    """What one member may hold of its own: its rates."""
 
-    Adam's update is elementwise, so a per-member rate broadcast over a variable's
-    member axis is K independent Adams.
+    dropouts: tuple[float, ...]
+    learning_rate: float
+    l2: float = 0.0
+    weight_decay: float = 0.0
+
+
+def packed_optimizer(
+    kind: str, members: Sequence[Member], momentum: float
+) -> keras.optimizers.Optimizer:
+    """Keras' optimizer of ``kind`` whose learning rate (and AdamW's weight decay) is a
+    vector: member k of every variable steps with its own rate.
+
+    Each optimizer's update is elementwise in the rate, so a per-member rate broadcast
+    over a variable's member axis is K independent optimizers.
     """
+    base = type(make_optimizer(kind, 1.0, 0.0, momentum))
+    rates = [m.learning_rate for m in members]
+    decays = [m.weight_decay for m in members]
 
-    def __init__(self, learning_rates: Sequence[float], **kwargs: Any) -> None:
-        super().__init__(learning_rate=1.0, **kwargs)
-        self._rates = [float(r) for r in learning_rates]
+    class Packed(base):  # type: ignore[valid-type, misc]
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+            super().update_step(gradient, variable, _per_member(rates, variable))
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        shape = (len(self._rates),) + (1,) * (len(variable.shape) - 1)
-        rates = ops.reshape(ops.convert_to_tensor(self._rates, dtype=variable.dtype), shape)
-        super().update_step(gradient, variable, rates)
+        def _apply_weight_decay(self, variables: Any) -> None:
+            if kind != "adamw":
+                return
+            for variable in variables:
+                if self._use_weight_decay(variable):
+                    wd, lr = _per_member(decays, variable), _per_member(rates, variable)
+                    variable.assign(variable - variable * wd * lr)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "learning_rates": self._rates}
+    extra: dict[str, Any] = {"momentum": momentum} if kind == "sgd" else {}
+    if kind == "adamw":
+        extra["weight_decay"] = 1.0  # switches decay on; the rates are the members'
+    return Packed(learning_rate=1.0, **extra)
+
+
+def _per_member(values: Sequence[float], variable: Any) -> Any:
+    shape = (len(values),) + (1,) * (len(variable.shape) - 1)
+    return ops.reshape(ops.convert_to_tensor(list(values), dtype=variable.dtype), shape)
 
 
 class PackedDense(keras.layers.Layer):
@@ -61,6 +94,35 @@ class PackedDense(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         return self.activation(ops.matmul(inputs, self.kernel) + self.bias)
+
+
+class PackedBatchNorm(keras.layers.Layer):
+    """BatchNormalization per member: statistics over each member's batch, (K, B, U)."""
+
+    def __init__(self, members: int, units: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        shape = (members, 1, units)
+        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(
+            shape=shape, initializer="zeros", name="moving_mean", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, initializer="ones", name="moving_variance", trainable=False
+        )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if training:
+            mean, variance = ops.moments(inputs, axes=[1], keepdims=True)
+            m = _BN_MOMENTUM
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return ops.batch_normalization(
+            inputs, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
+            epsilon=_BN_EPSILON,
+        )  # fmt: skip
 
 
 class PackedDropout(keras.layers.Layer):
@@ -85,69 +147,108 @@ class PackedDropout(keras.layers.Layer):
 
 
 class PackedMetrics(keras.metrics.Metric):
-    """Per-member mean loss and accuracy over an epoch, reported as ``m{k}_loss``..."""
+    """Per-member means over an epoch, reported as ``m{k}_loss``, ``m{k}_accuracy`` (or,
+    for regression, ``m{k}_mean_squared_error`` and ``m{k}_mean_absolute_error``)."""
 
-    def __init__(self, members: int, **kwargs: Any) -> None:
+    def __init__(self, members: int, regression: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.members = members
+        self.members, self.regression = members, regression
         self.loss_sum = self.add_variable((members,), initializer="zeros", name="loss_sum")
-        self.correct = self.add_variable((members,), initializer="zeros", name="correct")
+        self.second = self.add_variable((members,), initializer="zeros", name="second")
+        self.third = self.add_variable((members,), initializer="zeros", name="third")
         self.count = self.add_variable((), initializer="zeros", name="count")
 
-    def update_state(self, y_true: Any, logits: Any, sample_weight: Any = None) -> None:
-        losses = member_losses(y_true, logits)  # (K, B)
-        hits = ops.cast(
-            ops.equal(ops.argmax(logits, axis=-1), ops.argmax(y_true, axis=-1)[None, :]),
-            self.dtype,
-        )
-        self.loss_sum.assign_add(ops.sum(ops.cast(losses, self.dtype), axis=1))
-        self.correct.assign_add(ops.sum(hits, axis=1))
-        self.count.assign_add(ops.cast(ops.shape(y_true)[0], self.dtype))
+    def update_state(
+        self, y_true: Any, outputs: Any, penalties: Any = None, sample_weight: Any = None
+    ) -> None:
+        rows = ops.cast(ops.shape(y_true)[0], self.dtype)
+        data = ops.cast(member_losses(y_true, outputs, self.regression), self.dtype)  # (K, B)
+        extra = 0.0 if penalties is None else ops.cast(penalties, self.dtype) * rows
+        self.loss_sum.assign_add(ops.sum(data, axis=1) + extra)
+        if self.regression:
+            error = outputs - ops.cast(y_true, outputs.dtype)[None]
+            squares = ops.cast(ops.mean(error**2, axis=-1), self.dtype)
+            self.second.assign_add(ops.sum(squares, axis=1))
+            self.third.assign_add(ops.sum(ops.cast(ops.mean(ops.abs(error), -1), self.dtype), 1))
+        else:
+            hits = ops.equal(ops.argmax(outputs, axis=-1), ops.argmax(y_true, axis=-1)[None, :])
+            self.second.assign_add(ops.sum(ops.cast(hits, self.dtype), axis=1))
+        self.count.assign_add(rows)
 
     def result(self) -> dict[str, Any]:
         n = ops.maximum(self.count, 1.0)
         out = {}
         for k in range(self.members):
             out[f"m{k}_loss"] = self.loss_sum[k] / n
-            out[f"m{k}_accuracy"] = self.correct[k] / n
+            if self.regression:
+                out[f"m{k}_mean_squared_error"] = self.second[k] / n
+                out[f"m{k}_mean_absolute_error"] = self.third[k] / n
+            else:
+                out[f"m{k}_accuracy"] = self.second[k] / n
         return out
 
 
-def member_losses(y_true: Any, logits: Any) -> Any:
-    """Categorical cross-entropy of each member on each row: (K, B)."""
+def member_losses(y_true: Any, outputs: Any, regression: bool = False) -> Any:
+    """Each member's loss on each row, (K, B): categorical cross-entropy of the logits, or
+    the squared error."""
+    if regression:
+        return ops.mean((outputs - ops.cast(y_true, outputs.dtype)[None]) ** 2, axis=-1)
     return -ops.sum(
-        ops.cast(y_true, logits.dtype)[None] * ops.log_softmax(logits, axis=-1), axis=-1
+        ops.cast(y_true, outputs.dtype)[None] * ops.log_softmax(outputs, axis=-1), axis=-1
     )
 
 
 class PackedModel(keras.Model):
-    """K copies of the article's network; ``call`` returns logits of shape (K, B, classes)."""
+    """K networks of one structure; ``call`` returns outputs of shape (K, B, outputs)."""
 
     def __init__(
         self,
         n_features: int,
-        n_classes: int,
-        dense_units: int,
-        dropout_rates: Sequence[tuple[float, float]],
-        seeds: Sequence[int],
+        n_outputs: int,
+        *,
+        units: Sequence[int],
+        activations: Sequence[str],
+        batch_norm: bool,
+        members: Sequence[Member],
+        dropout_seeds: Sequence[int],
+        task: str = "classification",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        k = len(seeds)
-        self.members, self.n_features, self.n_classes = k, n_features, n_classes
-        self.dense1 = PackedDense(k, dense_units, "relu")
-        pack_seed = int(seeds[0]) % 2**31
-        self.drop1 = PackedDropout([r[0] for r in dropout_rates], pack_seed + 1)
-        self.dense2 = PackedDense(k, dense_units, "relu")
-        self.drop2 = PackedDropout([r[1] for r in dropout_rates], pack_seed + 2)
-        self.head = PackedDense(k, n_classes)
-        self.packed_metrics = PackedMetrics(k, name="members")
+        k = len(members)
+        self.members, self.n_features, self.n_outputs = k, n_features, n_outputs
+        self.units, self.activation_names = tuple(units), tuple(activations)
+        self.batch_norm, self.task = batch_norm, task
+        self.l2 = [m.l2 for m in members]
+        self.hidden = [
+            PackedDense(k, size, None if batch_norm else activation)
+            for size, activation in zip(units, activations, strict=True)
+        ]
+        self.norms = [PackedBatchNorm(k, size) for size in units] if batch_norm else []
+        self.drops = [
+            PackedDropout([m.dropouts[i] for m in members], dropout_seeds[i])
+            for i in range(len(units))
+        ]
+        self.head = PackedDense(k, n_outputs)
+        self.packed_metrics = PackedMetrics(k, task == "regression", name="members")
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         h = ops.broadcast_to(x[None], (self.members, *ops.shape(x)))
-        h = self.drop1(self.dense1(h), training=training)
-        h = self.drop2(self.dense2(h), training=training)
+        for i, dense in enumerate(self.hidden):
+            h = dense(h)
+            if self.batch_norm:
+                h = self.norms[i](h, training=training)
+                h = keras.activations.get(self.activation_names[i])(h)
+            h = self.drops[i](h, training=training)
         return self.head(h)
+
+    def penalties(self) -> Any:
+        """Each member's L2 penalty on its hidden kernels, (K,); None without L2."""
+        if not any(self.l2):
+            return None
+        factors = ops.convert_to_tensor(self.l2, dtype=self.hidden[0].kernel.dtype)
+        squares = sum(ops.sum(ops.square(d.kernel), axis=(1, 2)) for d in self.hidden)
+        return factors * squares
 
     def compute_loss(
         self,
@@ -158,72 +259,114 @@ class PackedModel(keras.Model):
         training: bool = True,
     ) -> Any:
         # Mean over rows per member, summed over members: member k's gradient is its own.
-        return ops.sum(ops.mean(member_losses(y, y_pred), axis=1))
+        loss = ops.sum(ops.mean(member_losses(y, y_pred, self.task == "regression"), axis=1))
+        penalties = self.penalties()
+        return loss if penalties is None else loss + ops.sum(penalties)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        self.packed_metrics.update_state(y, y_pred)
+        self.packed_metrics.update_state(y, y_pred, self.penalties())
         return self.get_metrics_result()
 
 
 def build_packed(
     n_features: int,
-    n_classes: int,
+    n_outputs: int,
     *,
-    dense_units: int,
-    members: Sequence[dict[str, float]],
+    units: Sequence[int],
+    activations: Sequence[str],
+    batch_norm: bool = False,
+    optimizer: str = "adam",
+    momentum: float = 0.0,
+    members: Sequence[Member],
     seeds: Sequence[int],
+    dropout_seeds: Sequence[int],
+    task: str = "classification",
     steps_per_execution: int = 1,
 ) -> PackedModel:
-    """Build and compile a pack; member k starts from the weights the article's model
-    gets under ``keras.utils.set_random_seed(seeds[k])``.
-
-    ``members`` holds each member's ``dropout_rate1``, ``dropout_rate2`` and ``learning_rate``.
-    """
+    """Build and compile a pack; member k starts from the weights its network gets alone
+    under ``keras.utils.set_random_seed(seeds[k])``. ``dropout_seeds`` seed each hidden
+    layer's masks."""
     model = PackedModel(
-        n_features,
-        n_classes,
-        dense_units,
-        [(m["dropout_rate1"], m["dropout_rate2"]) for m in members],
-        seeds,
-    )
+        n_features, n_outputs, units=units, activations=activations, batch_norm=batch_norm,
+        members=members, dropout_seeds=dropout_seeds, task=task,
+    )  # fmt: skip
     model(ops.zeros((1, n_features)))  # creates the weights
-    starts = [_initial_weights(n_features, n_classes, dense_units, seed) for seed in seeds]
-    # The article's model holds (kernel, bias) of its three Dense layers in this order.
-    for i, layer in enumerate((model.dense1, model.dense2, model.head)):
-        layer.kernel.assign(ops.stack([s[2 * i] for s in starts]))
-        layer.bias.assign(ops.stack([s[2 * i + 1][None] for s in starts]))
+    starts = [
+        _initial_weights(n_features, n_outputs, units, activations, batch_norm, task, seed)
+        for seed in seeds
+    ]
+    for i, layer in enumerate(_weighted(model)):
+        for j, variable in enumerate(_variables(layer)):
+            stacked = ops.stack([s[i][j] for s in starts])
+            variable.assign(ops.reshape(stacked, variable.shape))
     model.compile(
-        optimizer=PackedAdam([m["learning_rate"] for m in members]),
+        optimizer=packed_optimizer(optimizer, members, momentum),
         steps_per_execution=steps_per_execution,
     )
     return model
 
 
-def _initial_weights(n_features: int, n_classes: int, dense_units: int, seed: int) -> list[Any]:
+def _weighted(model: PackedModel) -> list[Any]:
+    """The pack's layers with weights, in the order a member's network alone holds them."""
+    layers: list[Any] = []
+    for i, dense in enumerate(model.hidden):
+        layers.append(dense)
+        if model.batch_norm:
+            layers.append(model.norms[i])
+    return [*layers, model.head]
+
+
+def _variables(layer: Any) -> list[Any]:
+    if isinstance(layer, PackedBatchNorm):
+        return [layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance]
+    return [layer.kernel, layer.bias]
+
+
+def _alone(
+    n_features: int,
+    n_outputs: int,
+    units: Sequence[int],
+    activations: Sequence[str],
+    batch_norm: bool,
+    task: str,
+    member: Member | None = None,
+    optimizer: str = "adam",
+    momentum: float = 0.0,
+) -> keras.Sequential:
+    m = member or Member(dropouts=(0.0,) * len(units), learning_rate=1e-3)
+    return build_network(
+        n_features, n_outputs, units=units, dropouts=m.dropouts, activations=activations,
+        batch_norm=batch_norm, l2=m.l2, optimizer=optimizer, learning_rate=m.learning_rate,
+        weight_decay=m.weight_decay, momentum=momentum, task=task,
+    )  # fmt: skip
+
+
+def _initial_weights(
+    n_features: int,
+    n_outputs: int,
+    units: Sequence[int],
+    activations: Sequence[str],
+    batch_norm: bool,
+    task: str,
+    seed: int,
+) -> list[list[Any]]:
+    """A member's starting weights, per weighted layer, as its network alone draws them."""
     keras.utils.set_random_seed(seed)
-    alone = build_model(
-        n_features,
-        n_classes,
-        dense_units=dense_units,
-        dropout_rate1=0.0,
-        dropout_rate2=0.0,
-        learning_rate=1e-3,
-    )
-    return [v.numpy() if hasattr(v, "numpy") else v for v in alone.get_weights()]
+    alone = _alone(n_features, n_outputs, units, activations, batch_norm, task)
+    weighted = [layer for layer in alone.layers if layer.weights]
+    return [[ops.convert_to_numpy(v) for v in layer.weights] for layer in weighted]
 
 
-def extract_member(model: PackedModel, k: int, member: dict[str, float]) -> keras.Sequential:
-    """Member ``k`` as a standalone, compiled article model with the pack's trained weights."""
-    alone = build_model(
-        model.n_features,
-        model.n_classes,
-        dense_units=model.dense1.units,
-        dropout_rate1=member["dropout_rate1"],
-        dropout_rate2=member["dropout_rate2"],
-        learning_rate=member["learning_rate"],
-    )
-    weights = []
-    for layer in (model.dense1, model.dense2, model.head):
-        weights += [ops.convert_to_numpy(layer.kernel[k]), ops.convert_to_numpy(layer.bias[k][0])]
-    alone.set_weights(weights)
+def extract_member(
+    model: PackedModel, k: int, member: Member, optimizer: str = "adam", momentum: float = 0.0
+) -> keras.Sequential:
+    """Member ``k`` as a standalone, compiled network with the pack's trained weights."""
+    alone = _alone(
+        model.n_features, model.n_outputs, model.units, model.activation_names,
+        model.batch_norm, model.task, member, optimizer, momentum,
+    )  # fmt: skip
+    weighted = [layer for layer in alone.layers if layer.weights]
+    for packed_layer, layer in zip(_weighted(model), weighted, strict=True):
+        values = [ops.convert_to_numpy(v[k]) for v in _variables(packed_layer)]
+        layer.set_weights([v.reshape(w.shape) for v, w in zip(values, layer.weights, strict=True)])
     return alone

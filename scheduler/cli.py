@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scheduler.data import TASKS
 from scheduler.export import export_best, format_export
 from scheduler.launch import launch, start_study
 from scheduler.options import DEFAULT_STUDY, LaunchOptions, flag_names
@@ -50,7 +51,7 @@ from seqsweep.urls import (
     resolve_db_url,
 )
 from seqsweep.version import __version__
-from seqsweep.vocab import StudyStatus
+from seqsweep.vocab import OBJECTIVES, StudyStatus
 
 #: The flags' defaults are the options' and the study settings' (one place each).
 _LAUNCH = LaunchOptions()
@@ -99,7 +100,26 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         type=Path,
         help="CSV (with --target) or NPZ (X, y) data file; default: built-in synthetic set",
     )
-    run.add_argument("--target", help="label column of a CSV file")
+    run.add_argument("--target", help="label (or regression target) column of a CSV file")
+    run.add_argument(
+        "--task",
+        choices=TASKS,
+        default=_LAUNCH.task,
+        help="what the network predicts; auto: regression for a float target with more "
+        "than 20 distinct values, else classification (default: %(default)s)",
+    )
+    run.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your own build function, build(params, n_features, n_outputs, task) -> compiled "
+        "keras.Model, importable on every worker (default: the built-in Sequential networks)",
+    )
+    run.add_argument(
+        "--objective",
+        choices=tuple(OBJECTIVES),
+        help="the final metric that ranks trials (default: val_accuracy for "
+        "classification, val_loss for regression)",
+    )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"
     )

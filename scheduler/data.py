@@ -45,11 +45,27 @@ def synthetic_dataset(n_rows: int = SYNTHETIC_ROWS, seed: int = 20240521) -> Dat
     return Dataset(x, y, ("0", "1"))
 
 
-def load_dataset(path: str | Path | None, target: str | None) -> Dataset:
-    """Load ``path`` (``.csv`` needs ``target``; ``.npz`` holds ``X`` and ``y``), or the default."""
+#: ``--task auto`` takes a float target with more distinct values than this for regression.
+AUTO_REGRESSION_VALUES = 20
+TASKS = ("auto", "classification", "regression")
+
+
+def load_dataset(path: str | Path | None, target: str | None, task: str = "auto") -> Dataset:
+    """Load ``path`` (``.csv`` needs ``target``; ``.npz`` holds ``X`` and ``y``), or the default.
+
+    ``task`` ``auto`` reads a float target with more than 20 distinct values as a
+    regression target, anything else as class labels.
+    """
+    if task not in TASKS:
+        raise DataError(f"--task {task}: must be one of {', '.join(TASKS)}")
     if path is None:
         if target is not None:
             raise DataError("--target is set but --data is not; pass --data FILE.csv too")
+        if task == "regression":
+            raise DataError(
+                "--task regression: the built-in dataset is a classification one; "
+                "pass --data FILE.csv --target COLUMN with a numeric target"
+            )
         return synthetic_dataset()
     path = Path(path)
     where = f"data file {path}"
@@ -68,11 +84,11 @@ def load_dataset(path: str | Path | None, target: str | None) -> Dataset:
         raise DataError(str(exc)) from None
     if suffix == ".csv":
         assert target is not None
-        return _load_csv(content, target, where)
-    return _load_npz(content, where)
+        return _load_csv(content, target, where, task)
+    return _load_npz(content, where, task)
 
 
-def _load_csv(content: bytes, target: str, where: str) -> Dataset:
+def _load_csv(content: bytes, target: str, where: str, task: str) -> Dataset:
     import pandas as pd  # heavy; only CSV users pay for it
 
     _refuse_duplicate_columns(content, where)
@@ -121,7 +137,8 @@ def _load_csv(content: bytes, target: str, where: str) -> Dataset:
             f"{where}: empty or NaN cell in column {frame.columns[col]!r} at row {row + 2} "
             "(line number in the file); fill or drop such rows"
         )
-    return _make_dataset(features.to_numpy(dtype=np.float64), frame[target].to_numpy(), where)
+    labels = frame[target].to_numpy()
+    return _make_dataset(features.to_numpy(dtype=np.float64), labels, where, task)
 
 
 def _refuse_duplicate_columns(content: bytes, where: str) -> None:
@@ -142,7 +159,7 @@ def _refuse_duplicate_columns(content: bytes, where: str) -> None:
             seen.add(name)
 
 
-def _load_npz(content: bytes, where: str) -> Dataset:
+def _load_npz(content: bytes, where: str, task: str) -> Dataset:
     if not content.startswith(b"PK"):  # an .npz is a zip; np.load would read an .npy too
         raise DataError(
             f"{where}: not an .npz (zip) archive; save with np.savez(path, X=features, y=labels)"
@@ -180,10 +197,10 @@ def _load_npz(content: bytes, where: str) -> Dataset:
         )
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{where}: y has NaN or inf at row {np.argwhere(~np.isfinite(y))[0][0]}")
-    return _make_dataset(x.astype(np.float64), y, where)
+    return _make_dataset(x.astype(np.float64), y, where, task)
 
 
-def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
+def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str, task: str) -> Dataset:
     if not np.isfinite(x).all():
         row, col = np.argwhere(~np.isfinite(x))[0]
         raise DataError(f"{where}: infinite value at row {row}, feature {col}; fix or drop it")
@@ -195,6 +212,8 @@ def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
             f"{MAX_FEATURE_MAGNITUDE:g} in magnitude: standardizing it in float32 overflows "
             "and trials would learn nothing; rescale it (e.g. log or divide)"
         )
+    if task == "regression" or (task == "auto" and is_regression_target(labels)):
+        return _regression_dataset(x, labels, where)
     names = np.array([str(v) for v in labels])
     classes, y = np.unique(names, return_inverse=True)
     if len(classes) < 2:
@@ -207,3 +226,33 @@ def _make_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
             "continuous value? pick a categorical label column"
         )
     return Dataset(x.astype(np.float32), y.astype(np.int64), tuple(str(c) for c in classes))
+
+
+def is_regression_target(labels: np.ndarray) -> bool:
+    """What ``--task auto`` reads as a regression target: floats with many distinct values."""
+    return labels.dtype.kind == "f" and len(np.unique(labels)) > AUTO_REGRESSION_VALUES
+
+
+def _regression_dataset(x: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
+    if labels.dtype.kind not in "fiu":
+        bad = next((v for v in labels if not _is_number(v)), labels[0] if len(labels) else None)
+        raise DataError(
+            f"{where}: --task regression needs a numeric target, found {short_value(str(bad))}; "
+            "fix the column, or use --task classification for labels"
+        )
+    y = labels.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(
+            f"{where}: the target has NaN or inf at row {np.flatnonzero(~np.isfinite(y))[0]}"
+        )
+    if np.unique(y).size < 2:
+        raise DataError(f"{where}: the regression target is constant; nothing to learn")
+    return Dataset(x.astype(np.float32), y, ())
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

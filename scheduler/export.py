@@ -18,14 +18,15 @@ from typing import Any
 
 from scheduler.report import fmt_value
 from seqsweep.db import ResultStore
-from seqsweep.errors import UsageError
+from seqsweep.errors import TrialError, UsageError
 from seqsweep.files import check_writable_target
 from seqsweep.settings import StudySettings
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import Task, TrialStatus
 
-#: How far the retrained model's test accuracy may drift from the recorded one.
-#: Same seed, data and order give the same weights on one machine; another
-#: machine's CPU kernels or thread count may round differently.
+#: How far the retrained model's test accuracy may drift from the recorded one
+#: (for regression: its test RMSE, relative to the recorded one). Same seed, data and
+#: order give the same weights on one machine; another machine's CPU kernels or
+#: thread count may round differently.
 TOLERANCE = 0.02
 
 
@@ -38,16 +39,24 @@ class ExportReport:
     params: dict[str, Any]
     out: Path
     recorded_test_accuracy: float | None
-    exported_test_accuracy: float
+    exported_test_accuracy: float | None
+    #: The test metric compared: test_accuracy, or test_rmse for regression.
+    metric: str = "test_accuracy"
+    recorded: float | None = None
+    exported: float | None = None
 
     @property
     def difference(self) -> float | None:
-        recorded = self.recorded_test_accuracy
-        return None if recorded is None else abs(self.exported_test_accuracy - recorded)
+        if self.recorded is None or self.exported is None:
+            return None
+        return abs(self.exported - self.recorded)
 
     @property
     def within_tolerance(self) -> bool:
-        return self.difference is not None and self.difference <= TOLERANCE
+        allowed = (
+            TOLERANCE if self.metric == "test_accuracy" else TOLERANCE * abs(self.recorded or 0)
+        )
+        return self.difference is not None and self.difference <= allowed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +66,9 @@ class ExportReport:
             "out": str(self.out),
             "recorded_test_accuracy": self.recorded_test_accuracy,
             "exported_test_accuracy": self.exported_test_accuracy,
+            "metric": self.metric,
+            "recorded": self.recorded,
+            "exported": self.exported,
             "difference": self.difference,
             "tolerance": TOLERANCE,
             "within_tolerance": self.within_tolerance,
@@ -96,33 +108,30 @@ def export_best(
         record = found[0]
 
     # Keras is imported lazily, and only here.
-    from worker.packing import run_member
-    from worker.training import run_study_trial, study_splits
+    from seqsweep.trial import study_splits, train
 
     settings = StudySettings.from_dict(study.settings)
+    metric = "test_accuracy" if settings.task is Task.CLASSIFICATION else "test_rmse"
     splits = study_splits(store.load_dataset(study.dataset_hash), study.seed, settings)
+    # A packed trial is retrained in its whole pack: same batches and dropout masks.
+    numbers = record.pack or (record.number,)
+    params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
     # A fresh, private name beside ``out``: a predictable one could be a planted symlink.
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".keras")
     os.close(fd)
     partial = Path(name)
-    keep = lambda model: model.save(partial)  # noqa: E731
     try:
-        if settings.pack_size > 1:  # retrain the whole pack: same batches and dropout masks
-            numbers = record.pack or (record.number,)
-            params = {t.number: t.params for t in store.get_trials(study.id, numbers)}
-            pack = {n: params[n] for n in numbers}
-            result = run_member(
-                record.number, pack, splits, settings, study_seed=study.seed, keep=keep
-            )
-        else:
-            result = run_study_trial(
-                record.params,
-                splits,
-                settings,
-                study_seed=study.seed,
-                number=record.number,
-                keep=keep,
-            )
+        outcome = train(
+            {n: params[n] for n in numbers},
+            splits,
+            settings,
+            study_seed=study.seed,
+            keep=lambda model: model.save(partial),
+            keep_number=record.number,
+        )[numbers.index(record.number)]
+        if isinstance(outcome, TrialError):
+            raise outcome
+        result = outcome
         partial.replace(out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -134,19 +143,23 @@ def export_best(
         out=out,
         recorded_test_accuracy=record.test_accuracy,
         exported_test_accuracy=result.test_accuracy,
+        metric=metric,
+        recorded=record.metric(metric),
+        exported=result.metrics.get(metric),
     )
 
 
 def format_export(result: ExportReport) -> str:
+    tolerance = f"{TOLERANCE}" if result.metric == "test_accuracy" else f"{TOLERANCE:.0%}"
     verdict = (
-        f"within the tolerance of {TOLERANCE}"
+        f"within the tolerance of {tolerance}"
         if result.within_tolerance
-        else f"WARNING: beyond the tolerance of {TOLERANCE}; the trial may not be "
+        else f"WARNING: beyond the tolerance of {tolerance}; the trial may not be "
         "reproducible on this machine (different CPU kernels or backend)"
     )
     return (
         f"wrote {result.out}: study {result.study} trial {result.trial}, "
-        f"test_accuracy {result.exported_test_accuracy:.4f} "
-        f"(recorded {fmt_value(result.recorded_test_accuracy)}, {verdict}); "
+        f"{result.metric} {fmt_value(result.exported)} "
+        f"(recorded {fmt_value(result.recorded)}, {verdict}); "
         f"load it with keras.models.load_model({str(result.out)!r})"
     )

@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 
 from seqsweep.db import StudyRecord, TrialRecord
-from seqsweep.vocab import OBJECTIVE
 
 #: The final metrics, one column each, after ``value``.
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
@@ -18,7 +17,8 @@ def trials_dataframe(study: StudyRecord, trials: Sequence[TrialRecord]) -> pd.Da
     """One row per trial, by number; see :meth:`scheduler.api.Study.trials_dataframe`."""
     names = list(study.space)
     names += sorted({n for t in trials for n in t.params} - set(names))
-    rows = [_row(t, names) for t in trials]
+    metric = study.objective.metric
+    rows = [_row(t, names, metric) for t in trials]
     columns = [
         "number",
         "value",
@@ -41,11 +41,11 @@ def trials_dataframe(study: StudyRecord, trials: Sequence[TrialRecord]) -> pd.Da
     return frame
 
 
-def _row(trial: TrialRecord, names: list[str]) -> dict[str, Any]:
+def _row(trial: TrialRecord, names: list[str], metric: str) -> dict[str, Any]:
     metrics = {m: getattr(trial, m) for m in METRICS}
     return {
         "number": trial.number,
-        "value": getattr(trial, OBJECTIVE.metric),
+        "value": trial.metric(metric),
         **metrics,
         "datetime_start": trial.started_at,
         "datetime_complete": trial.finished_at,

@@ -19,12 +19,12 @@ from plotly.offline import get_plotlyjs
 
 from scheduler import plots
 from scheduler.importance import METHOD, Importance
-from scheduler.report import StudyReport, TrialSummary, fmt_value
+from scheduler.report import StudyReport, TrialSummary, fmt_value, param_names
 from scheduler.space import SearchSpace
 from seqsweep.db import ResultStore
 from seqsweep.db.records import COUNTS_ORDER
 from seqsweep.files import check_writable_target, write_private
-from seqsweep.vocab import OBJECTIVE, TrialStatus
+from seqsweep.vocab import Direction, TrialStatus
 
 #: Trials whose learning curves are drawn.
 CURVES = 5
@@ -41,31 +41,32 @@ def write_html_report(store: ResultStore, report: StudyReport, path: Path) -> Pa
 def html_report(store: ResultStore, report: StudyReport) -> str:
     """The page for ``report``; reads every trial and the top trials' epochs from ``store``."""
     study = store.require_study(report.study)
-    space = SearchSpace.from_dict(study.space)
+    space = SearchSpace.from_dict(study.space, custom=study.settings.get("model") is not None)
     trials = store.get_trials(study.id)
     done = [
         t
         for t in trials
-        if t.status == TrialStatus.SUCCEEDED and _finite(getattr(t, OBJECTIVE.metric))
+        if t.status == TrialStatus.SUCCEEDED and _finite(t.metric(report.objective.metric))
     ]
     names = [n for n in space.params if len({repr(t.params.get(n)) for t in done}) > 1]
     pair = _contour_pair(names, report.importance)
     curves = [(t.number, store.epochs(t.id)) for t in store.top_trials(study.id, CURVES)]
-    objective = OBJECTIVE.metric.replace("_", " ")
+    goal = report.objective
+    objective = goal.metric.replace("_", " ")
     figures: list[tuple[str, str, go.Figure | None]] = [
-        ("history", "Optimization history", plots.history(done)),
-        ("edf", f"Empirical distribution of {objective}", plots.edf(done)),
+        ("history", "Optimization history", plots.history(done, goal)),
+        ("edf", f"Empirical distribution of {objective}", plots.edf(done, goal)),
         (
             "params",
             f"{objective.capitalize()} against each hyperparameter",
-            plots.params(done, space, names),
+            plots.params(done, space, names, goal),
         ),
         (
             "contour",
             f"{objective.capitalize()} over {' and '.join(pair) or 'two hyperparameters'}",
-            plots.contour(done, space, pair),
+            plots.contour(done, space, pair, goal),
         ),
-        ("parallel", "Parallel coordinates", plots.parallel(done, space, names)),
+        ("parallel", "Parallel coordinates", plots.parallel(done, space, names, goal)),
         ("curves", f"Learning curves of the top {CURVES} trials", plots.curves(curves, CURVES)),
         ("importance", "Hyperparameter importance", plots.importance(report.importance)),
         ("timeline", "Worker timeline", plots.timeline(trials, datetime.now(UTC))),
@@ -136,16 +137,19 @@ def _summary(report: StudyReport, created: datetime) -> str:
     return (
         f"<p>Status <b>{_e(report.status)}</b>; {c.total} trials ({_e(states)}); "
         f"study seed {report.seed}; created {created:%Y-%m-%d %H:%M}. "
-        f"Best means highest val accuracy, then lowest val loss. Written {stamp}.</p>"
+        f"Best means {_e(_best_means(report))}, then lowest val loss. Written {stamp}.</p>"
     )
+
+
+def _best_means(report: StudyReport) -> str:
+    how = "highest" if report.objective.direction is Direction.MAXIMIZE else "lowest"
+    return f"{how} {report.objective.metric.replace('_', ' ')}"
 
 
 def _best(best: TrialSummary | None) -> str:
     if best is None:
         return "<section><h2>Best configuration</h2><p>No trial has succeeded yet.</p></section>"
-    rows = [(k, v) for k, v in best.params.items()] + [
-        (m, best.metric(m)) for m in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
-    ]
+    rows = [(k, v) for k, v in best.params.items()] + list(best.metrics.items())
     cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(fmt_value(v))}</td></tr>" for k, v in rows)
     return (
         f"<section><h2>Best configuration: trial {best.number}</h2>"
@@ -166,10 +170,11 @@ def _importance_note(importance: Importance | None) -> str:
 def _top_table(top: tuple[TrialSummary, ...]) -> str:
     if not top:
         return ""
-    names = list(top[0].params)
-    head = ["rank", "trial", "val accuracy", "val loss", "test accuracy", *names, "seconds"]
+    names = param_names(top)
+    metrics = list(dict.fromkeys(m for t in top for m in t.metrics))
+    head = ["rank", "trial", *(m.replace("_", " ") for m in metrics), *names, "seconds"]
     rows = [
-        [i + 1, t.number, t.val_accuracy, t.val_loss, t.test_accuracy]
+        [i + 1, t.number, *(t.metric(m) for m in metrics)]
         + [t.params.get(n) for n in names]
         + [t.duration_s]
         for i, t in enumerate(top)

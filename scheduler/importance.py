@@ -6,6 +6,10 @@ is shuffled and the drop in the forest's R² is that parameter's importance
 (``sklearn.inspection.permutation_importance``, averaged over K folds). Held-out folds
 keep a forest that memorised its trials from making every parameter look important.
 
+A conditional parameter (``dense_units3``, absent from two-layer trials) is shuffled
+only among the trials that have it: shuffling its presence would credit it with what
+``n_layers`` does.
+
 Shares are the drops clipped at zero and scaled to sum to 1. The surrogate's own
 cross-validated R² comes with them: near or below zero, val accuracy is mostly noise
 with respect to these parameters (or there are too few trials), and so is the ranking.
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from seqsweep.db import TrialRecord
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import OBJECTIVE, TrialStatus
 
 METHOD = "permutation importance of a random-forest surrogate (scikit-learn), on held-out folds"
 #: Fewer trials than this give a ranking that is mostly noise; report none.
@@ -50,22 +54,27 @@ class Importance:
     surrogate_r2: float  # cross-validated R² of the forest itself
     params: tuple[ParamImportance, ...]  # most important first
     constant: tuple[str, ...]  # parameters with one value in every trial: nothing to rank
+    metric: str = OBJECTIVE.metric  # what the surrogate predicts: the study's objective
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> Importance | None:
-    """Rank the hyperparameters of the succeeded ``trials`` by their effect on val_accuracy.
+def hyperparameter_importance(
+    trials: Sequence[TrialRecord], metric: str = OBJECTIVE.metric, seed: int = 0
+) -> Importance | None:
+    """Rank the hyperparameters of the succeeded ``trials`` by their effect on ``metric``
+    (the study's objective).
 
     Returns ``None`` when fewer than :data:`MIN_TRIALS` trials succeeded.
     """
+    values = {t.number: t.metric(metric) for t in trials}
     done = [
         t
         for t in trials
         if t.status == TrialStatus.SUCCEEDED
-        and t.val_accuracy is not None
-        and math.isfinite(t.val_accuracy)
+        and (v := values[t.number]) is not None
+        and math.isfinite(v)
     ]
     if len(done) < MIN_TRIALS:
         return None
@@ -74,14 +83,16 @@ def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> I
         done = [done[i] for i in sorted(rng.choice(len(done), MAX_TRIALS, replace=False))]
     names = sorted({name for t in done for name in t.params})
     columns = {name: _encode([t.params.get(name) for t in done]) for name in names}
+    present = {name: np.array([name in t.params for t in done]) for name in names}
     varying = [n for n in names if len(np.unique(columns[n])) > 1]
     constant = tuple(n for n in names if n not in varying)
-    y = np.array([t.val_accuracy for t in done], dtype=float)
+    y = np.array([values[t.number] for t in done], dtype=float)
     if not varying:
-        return Importance(METHOD, len(done), 0, 0.0, (), constant)
+        return Importance(METHOD, len(done), 0, 0.0, (), constant, metric)
     x = np.column_stack([columns[n] for n in varying])
     folds = min(_FOLDS, len(done) // 4)
-    drops, r2 = _held_out_drops(x, y, folds, seed)
+    mask = np.column_stack([present[n] for n in varying])
+    drops, r2 = _held_out_drops(x, y, folds, seed, mask)
     positive = np.clip(drops, 0.0, None)
     total = float(positive.sum())
     shares = positive / total if total > 0 else np.zeros_like(positive)
@@ -92,11 +103,11 @@ def hyperparameter_importance(trials: Sequence[TrialRecord], seed: int = 0) -> I
         ),
         key=lambda p: (-p.share, -p.r2_drop, p.name),
     )
-    return Importance(METHOD, len(done), folds, r2, tuple(ranked), constant)
+    return Importance(METHOD, len(done), folds, r2, tuple(ranked), constant, metric)
 
 
 def _held_out_drops(
-    x: np.ndarray, y: np.ndarray, folds: int, seed: int
+    x: np.ndarray, y: np.ndarray, folds: int, seed: int, present: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """Mean permutation drop per column, and the forest's R², over ``folds`` held-out folds."""
     # scikit-learn costs about half a second to import: only reports that rank pay it.
@@ -114,16 +125,44 @@ def _held_out_drops(
         result = permutation_importance(
             forest, x[test], y[test], n_repeats=_REPEATS, random_state=seed, scoring="r2"
         )
-        drops += result.importances_mean / folds
+        fold_drops = result.importances_mean
+        for j in np.flatnonzero(~present.all(axis=0)):  # conditional: shuffle where present
+            fold_drops[j] = _present_only_drop(forest, x[test], y[test], j, present[test, j], seed)
+        drops += fold_drops / folds
     return drops, float(r2_score(y, predicted))
 
 
+def _present_only_drop(
+    forest: Any, x: np.ndarray, y: np.ndarray, j: int, rows: np.ndarray, seed: int
+) -> float:
+    """Mean R² drop when column ``j`` is shuffled among ``rows`` (where it is present)."""
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(seed)
+    base = r2_score(y, forest.predict(x))
+    drops = []
+    for _ in range(_REPEATS):
+        shuffled = x.copy()
+        shuffled[rows, j] = rng.permutation(shuffled[rows, j])
+        drops.append(base - r2_score(y, forest.predict(shuffled)))
+    return float(np.mean(drops))
+
+
 def _encode(values: list[Any]) -> np.ndarray:
-    """Numbers stay numbers (trees only need their order); anything else gets its rank."""
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return np.array(values, dtype=float)
-    order = {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
-    return np.array([order[str(v)] for v in values], dtype=float)
+    """Numbers stay numbers (trees only need their order); anything else gets its rank.
+
+    A conditional parameter is absent (None) from trials that do not use it, such as
+    ``dense_units3`` of a two-layer trial: absent gets a value of its own below every
+    real one, so the trees split it off instead of reading it as a small number, and
+    the numbers keep their order.
+    """
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        low, high = float(min(present)), float(max(present))
+        absent = low - (high - low) - 1.0
+        return np.array([absent if v is None else v for v in values], dtype=float)
+    order = {v: i for i, v in enumerate(sorted({str(v) for v in present}))}
+    return np.array([-1 if v is None else order[str(v)] for v in values], dtype=float)
 
 
 def format_importance(importance: Importance | None, min_trials: int = MIN_TRIALS) -> str:
@@ -142,7 +181,7 @@ def format_importance(importance: Importance | None, min_trials: int = MIN_TRIAL
         lines.append(f"  fixed in every trial: {', '.join(importance.constant)}")
     if importance.surrogate_r2 < NOISE_R2:
         lines.append(
-            "  the surrogate barely predicts val_accuracy (R² < 0.1): "
+            f"  the surrogate barely predicts {importance.metric} (R² < 0.1): "
             "read this ranking as noise, or run more trials"
         )
     return "\n".join(lines)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
@@ -20,12 +21,13 @@ from scheduler.report import StudyReport, study_report
 from scheduler.sampling import sample
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, check_broker_url, make_app
-from seqsweep.dataset import split_sizes
+from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
-from seqsweep.errors import ConnectionFailedError, SeqsweepError
+from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
+from seqsweep.seeds import fresh_study_seed
 from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
-from seqsweep.vocab import TrialStatus
+from seqsweep.vocab import Task, TrialStatus
 
 #: How often the wait loop looks for trials whose worker or message was lost.
 RECOVER_EVERY_S = 5.0
@@ -54,9 +56,18 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     and its trial rows are written in one transaction, so bad input never
     leaves a half-written study behind.
     """
-    space = default_space() if opts.space_file is None else load_space_file(opts.space_file)
-    data = load_dataset(opts.data_file, opts.target)
-    split_sizes(data.n_rows, opts.settings.val_fraction, opts.settings.test_fraction)
+    custom = opts.model is not None
+    if opts.space_file is None:
+        if custom:
+            raise UsageError(
+                f"--model {opts.model}: pass --space FILE saying what to sample for it"
+            )
+        space = default_space()
+    else:
+        space = load_space_file(opts.space_file, custom=custom)
+    data = load_dataset(opts.data_file, opts.target, opts.task)
+    settings = opts.study_settings(data)
+    split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
     # Settings from the environment are read here, before anything is written: a bad
     # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
     lease_seconds()
@@ -80,9 +91,9 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     study, added = store.create_study(
         opts.study,
         seed=opts.seed,
-        fresh_seed=secrets.randbelow(2**31),  # short enough to type back
+        fresh_seed=fresh_study_seed(),
         space=space.to_dict(),
-        settings=opts.settings.to_dict(),
+        settings=settings.to_dict(),
         data=data,
         trials=opts.trials,
         sample=lambda seed, number: sample(space, seed, number),
@@ -96,9 +107,22 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued, "
         f"{enqueued} sent to the broker), "
         f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
-        f"{data.n_classes} classes; results in {mask_url(opts.db_url)}"
+        f"{_task_text(data, opts.task)}, objective {settings.objective} "
+        f"({settings.ranking.direction}); results in {mask_url(opts.db_url)}"
     )
     return StartedStudy(store, app, study, added, queued, enqueued)
+
+
+def _task_text(data: Dataset, requested: str) -> str:
+    """How launch names the task: ``2 classes``, or regression and why ``auto`` chose it."""
+    if data.task is Task.CLASSIFICATION:
+        return f"{data.n_classes} classes"
+    if requested == "auto":
+        return (
+            f"regression (--task auto: a float target with {np.unique(data.y).size} "
+            "distinct values)"
+        )
+    return "regression"
 
 
 def launch(
@@ -161,12 +185,10 @@ def _wait(
             time.sleep(max(poll_s, 2.0))
             continue
         outage_since = None
-        best = (
-            (top[0].number, top[0].val_accuracy)
-            if top and top[0].val_accuracy is not None
-            else None
-        )
-        view.update(counts, best)
+        metric = study.objective.metric
+        value = top[0].metric(metric) if top else None
+        best = None if value is None else (top[0].number, value)
+        view.update(counts, best, metric)
         if counts.finished >= counts.total:
             return
         if workers is not None and (code := workers.exit_code()) is not None:

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.sampling import MAX_SEED
+from scheduler.data import TASKS
+from seqsweep.dataset import Dataset
 from seqsweep.errors import UsageError
 from seqsweep.messages import check_study_name
+from seqsweep.seeds import MAX_SEED
 from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings, check_bounded
 from seqsweep.urls import resolve_broker_url, resolve_db_url
+from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES
 
 #: The study a command means when none is named.
 DEFAULT_STUDY = "default"
@@ -50,6 +53,13 @@ class LaunchOptions:
     space_file: Path | None = None
     data_file: Path | None = None
     target: str | None = None
+    #: ``auto``, ``classification`` or ``regression``; resolved against the data into
+    #: the study's settings by ``launch``.
+    task: str = "auto"
+    #: None: the task's default objective.
+    objective: str | None = None
+    #: ``module:function`` of a user's build function, or None for the built-in networks.
+    model: str | None = None
     settings: StudySettings = field(default_factory=StudySettings)
     #: Worker processes ``launch`` starts here; 0 waits for remote workers.
     local_workers: int = field(default_factory=_cores)
@@ -69,6 +79,29 @@ class LaunchOptions:
             or not 0 <= self.seed <= MAX_SEED
         ):
             raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        if self.task not in TASKS:
+            raise UsageError(f"--task {self.task}: must be one of {', '.join(TASKS)}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise UsageError(
+                f"--objective {self.objective}: must be one of {', '.join(OBJECTIVES)}"
+            )
+
+    def study_settings(self, data: Dataset) -> StudySettings:
+        """The settings stored with the study: the task the data has, and its objective."""
+        task = data.task
+        objective = self.objective or DEFAULT_OBJECTIVE[task]
+        from seqsweep.trial.user_model import check_reference
+
+        sha256 = None if self.model is None else check_reference(self.model)
+        settings = dataclasses.replace(
+            self.settings, task=task, objective=objective, model=self.model, model_sha256=sha256
+        )
+        if objective == "val_auc" and data.n_classes != 2:
+            raise UsageError(
+                f"--objective val_auc needs two classes, the data has {data.n_classes}; "
+                "use val_accuracy or val_loss"
+            )
+        return settings
 
     @classmethod
     def from_flags(cls, **flags: Any) -> LaunchOptions:
@@ -109,6 +142,11 @@ def _fields_by_flag() -> dict[str, tuple[str, bool]]:
         if f.name != "settings"
     }
     names.update(
-        {flag_of.get(f.name, f.name): (f.name, True) for f in dataclasses.fields(StudySettings)}
+        {
+            flag_of.get(f.name, f.name): (f.name, True)
+            for f in dataclasses.fields(StudySettings)
+            # task, objective and model: resolved by launch; model_sha256 is computed.
+            if f.name not in names and f.name != "model_sha256"
+        }
     )
     return names

@@ -29,7 +29,7 @@ from seqsweep.db import EpochRecord, ResultStore, TrialRecord
 from seqsweep.db.engine import parse_db_url
 from seqsweep.errors import UsageError
 from seqsweep.urls import mask_url
-from seqsweep.vocab import OBJECTIVE, Direction, TrialStatus
+from seqsweep.vocab import OBJECTIVE, Direction, Objective, TrialStatus
 
 #: The user attribute that names an Optuna trial's seqsweep trial.
 NUMBER_ATTR = "seqsweep_number"
@@ -124,7 +124,9 @@ class OptunaSync:
         self.masked_storage = mask_url(storage_url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._storage = optuna.storages.RDBStorage(url.render_as_string(hide_password=False))
-        self._space = SearchSpace.from_dict(self._record.space)
+        self._goal = self._record.objective
+        custom = self._record.settings.get("model") is not None
+        self._space = SearchSpace.from_dict(self._record.space, custom=custom)
         self._distributions = {
             name: optuna_distribution(dist) for name, dist in self._space.params.items()
         }
@@ -142,7 +144,7 @@ class OptunaSync:
 
         direction = (
             StudyDirection.MAXIMIZE
-            if OBJECTIVE.direction is Direction.MAXIMIZE
+            if self._goal.direction is Direction.MAXIMIZE
             else StudyDirection.MINIMIZE
         )
         name = self._record.name
@@ -153,12 +155,12 @@ class OptunaSync:
             if self._storage.get_study_directions(study_id) != [direction]:
                 raise UsageError(
                     f"--storage {self.masked_storage}: its study {name!r} has other directions "
-                    f"than seqsweep's ({OBJECTIVE.direction} {OBJECTIVE.metric}); export to "
+                    f"than seqsweep's ({self._goal.direction} {self._goal.metric}); export to "
                     "another storage"
                 ) from None
         attrs = {
             "seqsweep_study": name,
-            "objective": OBJECTIVE.metric,
+            "objective": self._goal.metric,
             "seed": self._record.seed,
             "space": self._record.space,
             "settings": self._record.settings,
@@ -168,10 +170,10 @@ class OptunaSync:
             if stored.get(key) != value:
                 self._storage.set_study_user_attr(study_id, key, value)
         study = self._optuna.load_study(study_name=name, storage=self._storage)
-        if study.metric_names != [OBJECTIVE.metric]:
+        if study.metric_names != [self._goal.metric]:
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
                 warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([OBJECTIVE.metric])  # the dashboard's axis title
+                study.set_metric_names([self._goal.metric])  # the dashboard's axis title
         return study_id
 
     def run(self) -> OptunaExport:
@@ -213,7 +215,7 @@ class OptunaSync:
         from optuna.trial import FrozenTrial, TrialState
 
         state = states[trial.status]
-        value = _objective(trial) if state == TrialState.COMPLETE else None
+        value = _objective(trial, self._goal) if state == TrialState.COMPLETE else None
         if state == TrialState.COMPLETE and value is None:
             state = TrialState.FAIL  # a success with no usable value is no result to rank
         start = trial.started_at or trial.finished_at
@@ -228,7 +230,7 @@ class OptunaSync:
             distributions={n: self._distributions[n] for n in params},
             user_attrs=user_attrs(trial),
             system_attrs={},
-            intermediate_values=_intermediate(epochs),
+            intermediate_values=_intermediate(epochs, self._goal),
             trial_id=0,
         )
         trial_id = self._storage.create_new_trial(self._study_id, template_trial=frozen)
@@ -245,13 +247,13 @@ class OptunaSync:
             if written.get(key) != value:
                 self._storage.set_trial_user_attr(trial_id, key, value)
         target = states[trial.status]
-        value = _objective(trial) if target == TrialState.COMPLETE else None
+        value = _objective(trial, self._goal) if target == TrialState.COMPLETE else None
         if target == TrialState.COMPLETE and value is None:
             target = TrialState.FAIL
         if target.is_finished() and state == TrialState.WAITING:
             # Optuna stamps the start when a trial starts running; it must have one.
             self._storage.set_trial_state_values(trial_id, TrialState.RUNNING)
-        for step, val in _intermediate(epochs).items():
+        for step, val in _intermediate(epochs, self._goal).items():
             self._storage.set_trial_intermediate_value(trial_id, step, val)
         if target != state:
             self._storage.set_trial_state_values(
@@ -297,14 +299,15 @@ def format_optuna_export(done: OptunaExport) -> str:
     )
 
 
-def _objective(trial: TrialRecord) -> float | None:
-    value = getattr(trial, OBJECTIVE.metric)
+def _objective(trial: TrialRecord, goal: Objective = OBJECTIVE) -> float | None:
+    value = trial.metric(goal.metric)
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _intermediate(epochs: list[EpochRecord]) -> dict[int, float]:
-    """The objective's per-epoch values, by epoch (Optuna's step)."""
-    values = {e.epoch: getattr(e, OBJECTIVE.metric) for e in epochs}
+def _intermediate(epochs: list[EpochRecord], goal: Objective = OBJECTIVE) -> dict[int, float]:
+    """The objective's per-epoch values, by epoch (Optuna's step): val_loss and
+    val_accuracy are recorded per epoch, the other objectives only at the end."""
+    values = {e.epoch: getattr(e, goal.metric, None) for e in epochs}
     return {step: float(v) for step, v in values.items() if v is not None and math.isfinite(v)}
 
 

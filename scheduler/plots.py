@@ -22,7 +22,7 @@ from scheduler.importance import Importance
 from scheduler.report import fmt_value
 from scheduler.space import Choice, Distribution, Fixed, IntRange, LogUniform, SearchSpace
 from seqsweep.db import EpochRecord, TrialRecord
-from seqsweep.vocab import OBJECTIVE, TrialStatus
+from seqsweep.vocab import OBJECTIVE, Objective, TrialStatus
 
 _COLS = 4  # subplots per row in the per-parameter grid
 _GRID = 60  # contour resolution per axis
@@ -35,7 +35,6 @@ _STATE_COLOURS = {
     TrialStatus.CANCELLED: "#b6b6b6",
     TrialStatus.QUEUED: "#b6b6b6",
 }
-_OBJECTIVE_TITLE = OBJECTIVE.metric.replace("_", " ")
 #: A legend above the plot, left-aligned: one at the right is cut off by narrow pages.
 _LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}
 #: Log-axis ticks as 0.0001, not plotly's SI "100µ".
@@ -72,39 +71,43 @@ def _axis_layout(name: str, dist: Distribution) -> dict[str, Any]:
 
 
 def _shown(value: Any, dist: Distribution) -> Any:
-    """A parameter's value as its axis plots it: categories by their label."""
+    """A parameter's value as its axis plots it: categories by their label; absent stays
+    None (a conditional parameter the trial does not use), which plotly leaves out."""
+    if value is None:
+        return None
     return str(value) if axis_kind(dist) is Axis.CATEGORY else value
 
 
-def history(done: list[TrialRecord]) -> go.Figure | None:
+def history(done: list[TrialRecord], objective: Objective = OBJECTIVE) -> go.Figure | None:
     if not done:
         return None
     numbers = [t.number for t in done]
-    values = [_value(t) for t in done]
-    best, running = -math.inf, []
+    values = [_value(t, objective) for t in done]
+    running: list[float] = []
     for value in values:
-        best = max(best, value)
-        running.append(best)
+        running.append(
+            value if not running or objective.better(value, running[-1]) else running[-1]
+        )
     fig = go.Figure()
     fig.add_scatter(x=numbers, y=values, mode="markers", name="trial", text=hover(done))
     fig.add_scatter(x=numbers, y=running, mode="lines", line_shape="hv", name="best so far")
     fig.update_layout(
-        xaxis_title="trial number", yaxis_title=_OBJECTIVE_TITLE, legend=_LEGEND_ABOVE
+        xaxis_title="trial number", yaxis_title=_title(objective), legend=_LEGEND_ABOVE
     )
     return fig
 
 
-def edf(done: list[TrialRecord]) -> go.Figure | None:
+def edf(done: list[TrialRecord], objective: Objective = OBJECTIVE) -> go.Figure | None:
     """The empirical distribution of the objective: the share of trials at or below x."""
     if not done:
         return None
-    values = sorted(_value(t) for t in done)
+    values = sorted(_value(t, objective) for t in done)
     shares = [(i + 1) / len(values) for i in range(len(values))]
     fig = go.Figure(
         go.Scatter(x=values, y=shares, mode="lines+markers", line_shape="hv", marker={"size": 4})
     )
     fig.update_layout(
-        xaxis_title=_OBJECTIVE_TITLE,
+        xaxis_title=_title(objective),
         yaxis_title="share of succeeded trials at or below",
         yaxis_tickformat=".0%",
         yaxis_range=[0, 1.02],
@@ -113,7 +116,9 @@ def edf(done: list[TrialRecord]) -> go.Figure | None:
     return fig
 
 
-def params(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> go.Figure | None:
+def params(
+    done: list[TrialRecord], space: SearchSpace, names: list[str], objective: Objective = OBJECTIVE
+) -> go.Figure | None:
     if not done or not names:
         return None
     rows = math.ceil(len(names) / _COLS)
@@ -123,7 +128,7 @@ def params(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> go.
         dist = space.params[name]
         fig.add_scatter(
             x=[_shown(t.params.get(name), dist) for t in done],
-            y=[_value(t) for t in done],
+            y=[_value(t, objective) for t in done],
             mode="markers",
             marker={"color": _PALETTE[0]},
             text=hover(done),
@@ -133,13 +138,18 @@ def params(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> go.
         )
         fig.update_xaxes(row=row + 1, col=col + 1, **_axis_layout(name, dist))
         fig.update_yaxes(
-            title_text=_OBJECTIVE_TITLE if col == 0 else None, row=row + 1, col=col + 1
+            title_text=_title(objective) if col == 0 else None, row=row + 1, col=col + 1
         )
     fig.update_layout(height=320 * rows)
     return fig
 
 
-def contour(done: list[TrialRecord], space: SearchSpace, pair: Sequence[str]) -> go.Figure | None:
+def contour(
+    done: list[TrialRecord],
+    space: SearchSpace,
+    pair: Sequence[str],
+    objective: Objective = OBJECTIVE,
+) -> go.Figure | None:
     """The objective over two parameters: linear interpolation between the trials (a
     smooth extension outside their hull), with the trials on top."""
     if len(done) < 3 or len(pair) < 2:
@@ -147,7 +157,7 @@ def contour(done: list[TrialRecord], space: SearchSpace, pair: Sequence[str]) ->
     (xn, xd), (yn, yd) = ((n, space.params[n]) for n in pair[:2])
     xs = np.array([_coordinate(t.params.get(xn), xd) for t in done])
     ys = np.array([_coordinate(t.params.get(yn), yd) for t in done])
-    zs = np.array([_value(t) for t in done])
+    zs = np.array([_value(t, objective) for t in done])
     fig = go.Figure()
     surface = _interpolate(xs, ys, zs)
     if surface is not None:
@@ -158,7 +168,7 @@ def contour(done: list[TrialRecord], space: SearchSpace, pair: Sequence[str]) ->
             z=gz,
             colorscale="Viridis",
             connectgaps=False,
-            colorbar={"title": {"text": _OBJECTIVE_TITLE}},
+            colorbar={"title": {"text": _title(objective)}},
             hoverinfo="skip",
         )
     fig.add_scatter(
@@ -178,6 +188,8 @@ def contour(done: list[TrialRecord], space: SearchSpace, pair: Sequence[str]) ->
 def _coordinate(value: Any, dist: Distribution) -> float:
     """Where a value sits on a contour axis: log10 on a log axis, its index for a choice."""
     kind = axis_kind(dist)
+    if value is None:  # absent: a conditional parameter this trial does not use
+        return math.nan
     if kind is Axis.CATEGORY:
         labels = [str(v) for v in _categories(dist)]
         return float(labels.index(str(value))) if str(value) in labels else math.nan
@@ -262,7 +274,9 @@ def curves(trials: list[tuple[int, list[EpochRecord]]], count: int) -> go.Figure
     return fig
 
 
-def parallel(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> go.Figure | None:
+def parallel(
+    done: list[TrialRecord], space: SearchSpace, names: list[str], objective: Objective = OBJECTIVE
+) -> go.Figure | None:
     if not done:
         return None
     dims = []
@@ -276,12 +290,13 @@ def parallel(done: list[TrialRecord], space: SearchSpace, names: list[str]) -> g
             ticks = {"tickvals": list(range(len(labels))), "ticktext": labels}
             dims.append({"label": name, "values": codes, **ticks})
         elif kind is Axis.LOG:
-            dims.append({"label": f"log10({name})", "values": [math.log10(v) for v in values]})
+            logs = [None if v is None else math.log10(v) for v in values]
+            dims.append({"label": f"log10({name})", "values": logs})
         else:
             dims.append({"label": name, "values": values})
-    objective = [_value(t) for t in done]
-    dims.append({"label": _OBJECTIVE_TITLE, "values": objective})
-    line = {"color": objective, "colorscale": "Viridis", "showscale": True}
+    values = [_value(t, objective) for t in done]
+    dims.append({"label": _title(objective), "values": values})
+    line = {"color": values, "colorscale": "Viridis", "showscale": True}
     return go.Figure(go.Parcoords(line=line, dimensions=dims))
 
 
@@ -343,6 +358,10 @@ def hover(done: list[TrialRecord]) -> list[str]:
     ]
 
 
-def _value(trial: TrialRecord) -> float:
-    value = getattr(trial, OBJECTIVE.metric)
+def _title(objective: Objective) -> str:
+    return objective.metric.replace("_", " ")
+
+
+def _value(trial: TrialRecord, objective: Objective = OBJECTIVE) -> float:
+    value = trial.metric(objective.metric)
     return float(value)

@@ -19,6 +19,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from seqsweep.db import Counts
+from seqsweep.vocab import OBJECTIVE
 
 #: Seconds between two plain lines when nothing has finished.
 PLAIN_EVERY_S = 15.0
@@ -45,10 +46,13 @@ class Progress:
         else:
             self._say(text)
 
-    def update(self, counts: Counts, best: tuple[int, float] | None) -> None:
+    def update(
+        self, counts: Counts, best: tuple[int, float] | None, metric: str = OBJECTIVE.metric
+    ) -> None:
+        """Show ``counts`` and ``best``: (trial number, value of the objective ``metric``)."""
         if self._start_finished is None:
             self._start_finished = counts.finished
-        summary = describe(counts, best)
+        summary = describe(counts, best, metric)
         if self._tty:
             self._draw(counts, summary)
             return
@@ -96,10 +100,10 @@ class Progress:
         return time.monotonic() - self._t0
 
 
-def describe(counts: Counts, best: tuple[int, float] | None) -> str:
+def describe(counts: Counts, best: tuple[int, float] | None, metric: str = OBJECTIVE.metric) -> str:
     """``3/10 finished: 2 succeeded, 1 failed, 2 running, best val_accuracy 0.9750 (trial 4)``."""
     cancelled = f", {counts.cancelled} cancelled" if counts.cancelled else ""
-    best_text = "" if best is None else f", best val_accuracy {best[1]:.4f} (trial {best[0]})"
+    best_text = "" if best is None else f", best {metric} {best[1]:.4f} (trial {best[0]})"
     return (
         f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
         f"{counts.failed} failed{cancelled}, {counts.running} running{best_text}"

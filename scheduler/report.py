@@ -9,12 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from scheduler.importance import Importance, format_importance, hyperparameter_importance
 from seqsweep.db import Counts, ResultStore, TrialRecord
-from seqsweep.vocab import StudyStatus
+from seqsweep.settings import StudySettings
+from seqsweep.structure import Structure
+from seqsweep.vocab import OBJECTIVE, Objective, StudyStatus, Task
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 #: Rows of the top-k table that ``report`` shows unless told otherwise.
@@ -33,9 +36,14 @@ class TrialSummary:
     test_loss: float | None
     duration_s: float | None
     device: str | None
+    #: Every recorded final metric by name (val_mae, test_rmse, val_auc, ...).
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, trial: TrialRecord) -> TrialSummary:
+        stored = trial.metrics or {
+            m: v for m in _METRICS if (v := cast(float | None, getattr(trial, m))) is not None
+        }
         return cls(
             number=trial.number,
             params=dict(trial.params),
@@ -45,11 +53,14 @@ class TrialSummary:
             test_loss=trial.test_loss,
             duration_s=trial.duration_s,
             device=trial.device,
+            metrics=dict(stored),
         )
 
     def metric(self, name: str) -> float | None:
-        """A final metric by name (one of ``val_accuracy``, ``val_loss``, ...)."""
-        return cast(float | None, getattr(self, name))
+        """A final metric by name (``val_accuracy``, ``val_loss``, ``val_mae``, ...)."""
+        if name in self.metrics:
+            return self.metrics[name]
+        return cast(float | None, getattr(self, name)) if name in _METRICS else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,20 +82,30 @@ class StudyReport:
     counts: Counts
     top: tuple[TrialSummary, ...]
     importance: Importance | None
+    objective: Objective = OBJECTIVE
+    task: Task = Task.CLASSIFICATION
 
     @property
     def best(self) -> TrialSummary | None:
         return self.top[0] if self.top else None
 
     def as_dict(self) -> dict[str, Any]:
-        """What ``report --format json`` prints."""
+        """What ``report --format json`` prints: ``best`` also names the objective and
+        holds every final metric."""
         top = [t.as_dict() for t in self.top]
+        best = self.best
         return {
             "study": self.study,
             "status": str(self.status),
             "seed": self.seed,
             "counts": self.counts.as_dict(),
-            "best": top[0] if top else None,
+            "best": None
+            if best is None
+            else {
+                **top[0],
+                "objective": self.objective.as_dict(best.metric(self.objective.metric)),
+                "metrics": best.metrics,
+            },
             "top": top,
             "importance": None if self.importance is None else self.importance.as_dict(),
         }
@@ -93,13 +114,16 @@ class StudyReport:
 def study_report(store: ResultStore, study_name: str, top_k: int = REPORT_TOP) -> StudyReport:
     """The report of ``study_name``; its ``top`` is ranked by :func:`seqsweep.db.sql.best_first`."""
     study = store.require_study(study_name)
+    settings = StudySettings.from_dict(study.settings)
     return StudyReport(
         study=study.name,
         status=study.status,
         seed=study.seed,
         counts=store.counts(study.id),
         top=tuple(TrialSummary.of(t) for t in store.top_trials(study.id, top_k)),
-        importance=hyperparameter_importance(store.get_trials(study.id)),
+        importance=hyperparameter_importance(store.get_trials(study.id), settings.objective),
+        objective=settings.ranking,
+        task=settings.task,
     )
 
 
@@ -115,46 +139,55 @@ def format_report(report: StudyReport) -> str:
     if best is None:
         lines.append("no trial has succeeded yet")
         return "\n".join(lines)
-    names = list(best.params)
-    header = ["rank", "trial", "val_acc", "val_loss", "test_acc", *names]
+    names = param_names(report.top)
+    columns = _table_metrics(report)
+    header = ["rank", "trial", *(short for _, short in columns), *names]
     rows = [
         [
             str(i + 1),
             str(t.number),
-            fmt_value(t.val_accuracy),
-            fmt_value(t.val_loss),
-            fmt_value(t.test_accuracy),
+            *(fmt_value(t.metric(m)) for m, _ in columns),
             *(fmt_value(t.params.get(n)) for n in names),
         ]
         for i, t in enumerate(report.top)
     ]
+    objective = report.objective
+    how = "" if objective == OBJECTIVE else f"{objective.direction}d, "
+    ties = "earlier trial" if objective.metric == "val_loss" else "lower val_loss"
     lines.append("")
-    lines.append(f"top {len(report.top)} by val_accuracy (ties: lower val_loss):")
+    lines.append(f"top {len(report.top)} by {objective.metric} ({how}ties: {ties}):")
     lines.append(format_table(header, rows, align_right=True))
     lines.append("")
     lines.append(format_importance(report.importance))
     lines.append("")
+    shown = _BEST_LINE[report.task]
+    if objective.metric not in shown:
+        shown = (objective.metric, *shown)
     lines.append(
-        f"best trial: #{best.number}  val_accuracy={fmt_value(best.val_accuracy)}  "
-        f"val_loss={fmt_value(best.val_loss)}  test_accuracy="
-        f"{fmt_value(best.test_accuracy)}  test_loss={fmt_value(best.test_loss)}"
+        f"best trial: #{best.number}  "
+        + "  ".join(f"{m}={fmt_value(best.metric(m))}" for m in shown)
     )
     lines.append("best params: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items()))
+    if set(best.params) - _ARTICLE_PARAMS:
+        lines.append(f"best structure: {Structure.from_params(best.params).describe()}")
     return "\n".join(lines)
 
 
 def format_csv(report: StudyReport) -> str:
-    """The top-k table as CSV: one row per trial, full precision, one column per parameter."""
+    """The top-k table as CSV: one row per trial, full precision, one column per parameter
+    (empty where a trial does not use a conditional parameter)."""
     names = sorted({name for t in report.top for name in t.params})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "trial", *_METRICS, "duration_s", "device", *names])
+    extra = sorted({m for t in report.top for m in t.metrics} - set(_METRICS))
+    writer.writerow(["rank", "trial", *_METRICS, *extra, "duration_s", "device", *names])
     for rank, t in enumerate(report.top, start=1):
         writer.writerow(
             [
                 rank,
                 t.number,
                 *(t.metric(m) for m in _METRICS),
+                *(t.metric(m) for m in extra),
                 t.duration_s,
                 t.device,
                 *(t.params.get(n) for n in names),
@@ -173,6 +206,35 @@ def format_table(
         indent + "  ".join(pad(cell, w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
+
+
+#: Metric columns of the text table (name, header) and the best trial's line, per task.
+_TABLE_METRICS = {
+    Task.CLASSIFICATION: (("val_accuracy", "val_acc"), ("val_loss", "val_loss"),
+                          ("test_accuracy", "test_acc")),
+    Task.REGRESSION: (("val_loss", "val_mse"), ("val_mae", "val_mae"), ("val_rmse", "val_rmse"),
+                      ("test_rmse", "test_rmse")),
+}  # fmt: skip
+_BEST_LINE = {
+    Task.CLASSIFICATION: ("val_accuracy", "val_loss", "test_accuracy", "test_loss"),
+    Task.REGRESSION: ("val_loss", "val_mae", "val_rmse", "test_loss", "test_mae", "test_rmse"),
+}
+#: The article's parameters: a study that searches only these needs no structure line.
+_ARTICLE_PARAMS = {"dense_units", "dropout_rate1", "dropout_rate2", "learning_rate", "epochs",
+                   "batch_size"}  # fmt: skip
+
+
+def _table_metrics(report: StudyReport) -> tuple[tuple[str, str], ...]:
+    columns = _TABLE_METRICS[report.task]
+    if all(m != report.objective.metric for m, _ in columns):
+        columns = ((report.objective.metric, report.objective.metric), *columns)
+    return columns
+
+
+def param_names(trials: Sequence[TrialSummary]) -> list[str]:
+    """Every parameter of ``trials``, in first-seen order: a conditional one (``dense_units3``)
+    is absent from the trials that do not use it, so no single trial names them all."""
+    return list(dict.fromkeys(name for t in trials for name in t.params))
 
 
 def fmt_value(value: Any) -> str:

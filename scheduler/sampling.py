@@ -1,5 +1,9 @@
 """Random sampling: a pure function of (study seed, trial number).
 
+Conditional parameters (a layer past the trial's ``n_layers``; ``weight_decay``
+without ``adamw``) are drawn like the others, then dropped, so whether one is
+used never moves another's value.
+
 Each parameter gets its own random stream, seeded by (seed, number, name), so
 adding a parameter to a space leaves the values of the others unchanged, and
 trial 57 is the same whether a study runs 60 or 100 trials.
@@ -8,24 +12,23 @@ trial 57 is the same whether a study runs 60 or 100 trials.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import numpy as np
 
 from scheduler.space import Choice, Distribution, Fixed, IntRange, LogUniform, SearchSpace, Uniform
-
-MAX_SEED = 2**63 - 1
+from seqsweep.seeds import MAX_SEED, param_rng
+from seqsweep.structure import active_params
 
 
 def sample(space: SearchSpace, seed: int, number: int) -> dict[str, Any]:
     """Return the parameters of trial ``number`` of a study seeded with ``seed``."""
     if not 0 <= seed <= MAX_SEED or number < 0:
         raise ValueError(f"seed and number must be non-negative, got {seed}, {number}")
-    return {
-        name: _draw(dist, np.random.default_rng([seed, number, zlib.crc32(name.encode())]))
-        for name, dist in space.params.items()
+    drawn = {
+        name: _draw(dist, param_rng(seed, number, name)) for name, dist in space.params.items()
     }
+    return active_params(drawn)
 
 
 def _draw(dist: Distribution, rng: np.random.Generator) -> Any:

@@ -1,7 +1,9 @@
 """The search space: plain, frozen data that validates itself and round-trips through JSON.
 
-A space maps each hyperparameter of the article's model to a distribution.
-Files (YAML or JSON) use the same shape as :meth:`SearchSpace.to_dict`::
+A space maps each hyperparameter of the network to a distribution. The article's
+four are the default; structure parameters (``n_layers``, per-layer ``dense_units3``,
+``activation``, ``batch_norm``, ``optimizer``, ...; see ``seqsweep.structure``) are
+optional. Files (YAML or JSON) use the same shape as :meth:`SearchSpace.to_dict`::
 
     dense_units:   {type: choice, values: [32, 64, 128, 256, 512]}
     dropout_rate1: {type: uniform, low: 0.0, high: 0.5}
@@ -26,15 +28,38 @@ import yaml
 from seqsweep.errors import SpaceError, UsageError
 from seqsweep.files import read_input
 from seqsweep.settings import BOUNDS, MAX_SPACE_FILE_BYTES, short_value
+from seqsweep.structure import (
+    ACTIVATIONS,
+    DEFAULTS,
+    LAYER_PARAMS,
+    MAX_LAYERS,
+    OPTIMIZERS,
+    layer_name,
+    structure_names,
+)
 
-Scalar = int | float | str
+Scalar = int | float | str | bool
 
-#: Parameters the model needs; a space must define each one.
-MODEL_PARAMS = ("dense_units", "dropout_rate1", "dropout_rate2", "learning_rate")
-#: Study settings a space may turn into searchable parameters.
-OPTIONAL_PARAMS = ("epochs", "batch_size")
-ALLOWED_PARAMS = MODEL_PARAMS + OPTIONAL_PARAMS
-INT_PARAMS = frozenset({"dense_units", "epochs", "batch_size"})
+#: Every parameter a space may hold, in the order spaces and reports list them.
+ALLOWED_PARAMS = (
+    "n_layers",
+    *(n for n in structure_names() if n not in ("n_layers",)),
+    "epochs",
+    "batch_size",
+)
+#: How an error names the allowed parameters (the per-layer names, summarized).
+ALLOWED_TEXT = (
+    "n_layers, dense_units (or dense_units1 ... dense_units8), dropout_rate (or "
+    "dropout_rate1 ...), activation (or activation1 ...), batch_norm, l2, optimizer, "
+    "learning_rate, weight_decay, epochs, batch_size"
+)
+_LAYER_SHARED = {f"{shared}{i}": shared for shared in LAYER_PARAMS for i in range(1, 9)}
+INT_PARAMS = frozenset(
+    {"n_layers", "epochs", "batch_size"}
+    | {n for n, shared in _LAYER_SHARED.items() if shared == "dense_units"}
+    | {"dense_units"}
+)
+_NAME = re.compile(r"^[A-Za-z_]\w*$")
 #: Largest integer magnitude a space may hold: exact as a float and as a JSON
 #: number everywhere, and within the sampler's int64 range.
 MAX_INT = 2**53
@@ -49,22 +74,47 @@ def _rule_bounded(name: str) -> Callable[[float], str | None]:
     return rule
 
 
-def _rule_dropout(v: float) -> str | None:
+def _rule_layers(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_LAYERS else f"must be in [1, {MAX_LAYERS}]"
+
+
+def _rule_dropout(v: Any) -> str | None:
     return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
 
 
-def _rule_learning_rate(v: float) -> str | None:
+def _rule_learning_rate(v: Any) -> str | None:
     return None if v > 0 and math.isfinite(v) else "must be > 0"
 
 
-#: The rule every value of a parameter must obey, and how to fix a breach.
-RULES: dict[str, tuple[Callable[[float], str | None], str]] = {
-    "dense_units": (_rule_bounded("dense_units"), "use a unit count such as 64"),
-    "dropout_rate1": (_rule_dropout, "use a rate such as 0.2"),
-    "dropout_rate2": (_rule_dropout, "use a rate such as 0.2"),
-    "learning_rate": (_rule_learning_rate, "use a rate such as 1e-3"),
-    "epochs": (_rule_bounded("epochs"), "use an epoch count such as 10"),
-    "batch_size": (_rule_bounded("batch_size"), "use a batch size such as 32"),
+def _rule_non_negative(v: Any) -> str | None:
+    return None if v >= 0 and math.isfinite(v) else "must be >= 0"
+
+
+def _one_of(names: tuple[str, ...]) -> Callable[[object], str | None]:
+    def rule(v: object) -> str | None:
+        return None if v in names else f"must be one of {', '.join(names)}"
+
+    return rule
+
+
+def _rule_bool(v: object) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+#: The rule every value of a parameter must obey, its kind of value, and how to fix a
+#: breach; a per-layer name (``dense_units3``) obeys its shared name's rule.
+RULES: dict[str, tuple[Callable[[Any], str | None], str, str]] = {
+    "n_layers": (_rule_layers, "number", "use a layer count such as 2"),
+    "dense_units": (_rule_bounded("dense_units"), "number", "use a unit count such as 64"),
+    "dropout_rate": (_rule_dropout, "number", "use a rate such as 0.2"),
+    "activation": (_one_of(ACTIVATIONS), "string", f"use one of {', '.join(ACTIVATIONS)}"),
+    "batch_norm": (_rule_bool, "bool", "use true or false"),
+    "l2": (_rule_non_negative, "number", "use a factor such as 1e-4"),
+    "optimizer": (_one_of(OPTIMIZERS), "string", f"use one of {', '.join(OPTIMIZERS)}"),
+    "learning_rate": (_rule_learning_rate, "number", "use a rate such as 1e-3"),
+    "weight_decay": (_rule_non_negative, "number", "use a factor such as 0.004"),
+    "epochs": (_rule_bounded("epochs"), "number", "use an epoch count such as 10"),
+    "batch_size": (_rule_bounded("batch_size"), "number", "use a batch size such as 32"),
 }
 
 
@@ -105,8 +155,10 @@ class Choice:
         if not self.values:
             raise SpaceError("choice values must not be empty; list at least one value")
         for v in self.values:
-            if isinstance(v, bool) or not isinstance(v, int | float | str):
-                raise SpaceError(f"choice values must be numbers or strings, got {short_value(v)}")
+            if not isinstance(v, int | float | str):  # bool is an int
+                raise SpaceError(
+                    f"choice values must be numbers, strings or booleans, got {short_value(v)}"
+                )
 
     def bounds(self) -> tuple[Scalar, ...]:
         return self.values
@@ -202,8 +254,10 @@ class Fixed:
     kind: ClassVar[str] = "fixed"
 
     def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float | str):
-            raise SpaceError(f"value must be a number or a string, got {short_value(self.value)}")
+        if not isinstance(self.value, int | float | str):  # bool is an int
+            raise SpaceError(
+                f"value must be a number, a string or a boolean, got {short_value(self.value)}"
+            )
 
     def bounds(self) -> tuple[Scalar, ...]:
         return (self.value,)
@@ -230,25 +284,36 @@ class SearchSpace:
     """A validated mapping from parameter name to distribution."""
 
     params: Mapping[str, Distribution] = field(default_factory=dict)
+    #: The space of a user's build function (``--model``): any parameter name goes, the
+    #: rules hold for the names seqsweep knows (learning_rate, epochs, ...).
+    custom: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.custom:
+            self._check_custom()
+            return
         unknown = sorted(set(self.params) - set(ALLOWED_PARAMS))
         if unknown:
             raise SpaceError(
-                f"unknown parameter {short_value(unknown[0])}; allowed: {', '.join(ALLOWED_PARAMS)}"
-            )
-        missing = [p for p in MODEL_PARAMS if p not in self.params]
-        if missing:
-            raise SpaceError(
-                f"missing parameter {short_value(missing[0])}; the model needs "
-                f"{', '.join(MODEL_PARAMS)} (a plain value fixes one)"
+                f"unknown parameter {short_value(unknown[0])}; allowed: {ALLOWED_TEXT}"
             )
         for name, dist in self.params.items():
             _check_param(name, dist)
+        _check_structure(self.params)
         # Freeze the mapping's order so equality and JSON are stable.
         object.__setattr__(
             self, "params", {k: self.params[k] for k in ALLOWED_PARAMS if k in self.params}
         )
+
+    def _check_custom(self) -> None:
+        for name, dist in self.params.items():
+            if not (isinstance(name, str) and _NAME.match(name)):
+                raise SpaceError(f"parameter name {name!r} must be a Python identifier, e.g. width")
+            if name in RULES or name in _LAYER_SHARED:
+                _check_param(name, dist)
+        known = [n for n in ALLOWED_PARAMS if n in self.params]
+        order = known + sorted(set(self.params) - set(known))
+        object.__setattr__(self, "params", {k: self.params[k] for k in order})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the space as JSON-ready data; :meth:`from_dict` reads it back."""
@@ -258,8 +323,11 @@ class SearchSpace:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "space") -> SearchSpace:
-        """Build a space from parsed YAML/JSON; errors name ``where`` and the parameter."""
+    def from_dict(cls, data: object, where: str = "space", custom: bool = False) -> SearchSpace:
+        """Build a space from parsed YAML/JSON; errors name ``where`` and the parameter.
+
+        ``custom``: the space of a user's build function, with names of its own.
+        """
         if not isinstance(data, Mapping):
             raise SpaceError(
                 f"{where}: must be a mapping of parameter names to distributions, "
@@ -267,17 +335,16 @@ class SearchSpace:
             )
         params: dict[str, Distribution] = {}
         for name, spec in data.items():
-            if name not in ALLOWED_PARAMS:
+            if name not in ALLOWED_PARAMS and not custom:
                 raise SpaceError(
-                    f"{where}: unknown parameter {short_value(name)}; "
-                    f"allowed: {', '.join(ALLOWED_PARAMS)}"
+                    f"{where}: unknown parameter {short_value(name)}; allowed: {ALLOWED_TEXT}"
                 )
             try:
                 params[name] = _parse_distribution(spec)
             except SpaceError as exc:
                 raise SpaceError(f"{where}: {name}: {exc}") from None
         try:
-            return cls(params)
+            return cls(params, custom=custom)
         except SpaceError as exc:
             raise SpaceError(f"{where}: {exc}") from None
 
@@ -320,24 +387,69 @@ def _parse_distribution(spec: object) -> Distribution:
 
 def _check_param(name: str, dist: Distribution) -> None:
     """Check that every value ``dist`` can produce obeys the parameter's rule."""
-    rule, fix = RULES[name]
+    rule, kind, fix = RULES[_LAYER_SHARED.get(name, name)]
     integer = name in INT_PARAMS
+    if kind != "number" and not isinstance(dist, Choice | Fixed):
+        raise SpaceError(f"{name} takes a choice or a fixed value; {fix}")
     if integer and isinstance(dist, Uniform):
         raise SpaceError(
             f"{name} must be an integer; use {{type: int, ...}} or {{type: choice, ...}}"
         )
     for value in dist.bounds():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpaceError(f"{name} must be a number, got {short_value(value)}; {fix}")
-        if integer and not isinstance(value, int):
-            raise SpaceError(f"{name} must be an integer, got {short_value(value)}; {fix}")
-        if _too_large(value):
-            raise SpaceError(
-                f"{name} must be at most 2**53 in magnitude, got {_show(value)}; {fix}"
-            )
+        if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SpaceError(f"{name} must be a number, got {short_value(value)}; {fix}")
+            if integer and not isinstance(value, int):
+                raise SpaceError(f"{name} must be an integer, got {short_value(value)}; {fix}")
+            if _too_large(value):
+                raise SpaceError(
+                    f"{name} must be at most 2**53 in magnitude, got {_show(value)}; {fix}"
+                )
         problem = rule(value)
         if problem:
             raise SpaceError(f"{name} {problem}, got {short_value(value)}; {fix}")
+
+
+def _check_structure(params: Mapping[str, Distribution]) -> None:
+    """Check that the parameters describe one network, whatever a trial draws.
+
+    Every hidden layer up to the largest ``n_layers`` needs its units; a per-layer
+    name may neither sit beside its shared name nor exceed the largest ``n_layers``;
+    ``weight_decay`` needs ``adamw`` among the optimizers.
+    """
+    n_layers = params.get("n_layers", Fixed(DEFAULTS["n_layers"]))
+    most = int(max(n_layers.bounds()))  # type: ignore[type-var]
+    high = "n_layers' high" if "n_layers" in params else "n_layers (2 unless the space sets it)"
+    for shared in LAYER_PARAMS:
+        own = [layer_name(shared, i) for i in range(1, MAX_LAYERS + 1)]
+        present = [n for n in own if n in params]
+        if shared in params and present:
+            raise SpaceError(
+                f"{present[0]} and {shared} both set layer {present[0][len(shared) :]}'s "
+                f"{shared}; keep {shared} for every layer, or per-layer names only"
+            )
+        beyond = [n for n in present if int(n[len(shared) :]) > most]
+        if beyond:
+            raise SpaceError(
+                f"{beyond[0]} is never used: {high} is {most}; remove it or raise n_layers"
+            )
+        if shared == "dense_units" and shared not in params:
+            absent = [n for n in own[:most] if n not in params]
+            if absent:
+                raise SpaceError(
+                    f"missing parameter {absent[0]!r}; every hidden layer needs units: "
+                    f"set dense_units for all, or dense_units1 ... dense_units{most}"
+                )
+    if "learning_rate" not in params:
+        raise SpaceError(
+            "missing parameter 'learning_rate'; the optimizer needs it (a plain value fixes it)"
+        )
+    optimizers = params.get("optimizer", Fixed(DEFAULTS["optimizer"])).bounds()
+    if "weight_decay" in params and "adamw" not in optimizers:
+        raise SpaceError(
+            "weight_decay is never used: it applies to optimizer adamw only; "
+            "remove it or add adamw to optimizer"
+        )
 
 
 def default_space() -> SearchSpace:
@@ -397,7 +509,7 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def load_space_file(path: str | Path) -> SearchSpace:
+def load_space_file(path: str | Path, custom: bool = False) -> SearchSpace:
     """Load and validate a YAML or JSON space file."""
     path = Path(path)
     where = f"space file {path}"
@@ -420,4 +532,4 @@ def load_space_file(path: str | Path) -> SearchSpace:
         raise SpaceError(
             f"{where}: nested too deeply to be a search space; see README, Space files"
         ) from None
-    return SearchSpace.from_dict(data, where=where)
+    return SearchSpace.from_dict(data, where=where, custom=custom)

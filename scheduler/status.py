@@ -12,6 +12,7 @@ from typing import Any
 from scheduler.report import fmt_value, format_table
 from seqsweep.db import ResultStore, StudySummary, TrialRecord, WorkerCounts
 from seqsweep.db.records import COUNTS_ORDER
+from seqsweep.vocab import OBJECTIVE
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ def cancel_study(store: ResultStore, name: str) -> CancelReport:
 def format_studies(overview: StudiesOverview) -> str:
     if not overview.studies:
         return "no studies yet; start one with python -m scheduler launch"
-    header = ["study", "created", "status", "total", *COUNTS_ORDER, "best val_acc", "best trial"]
+    default = all(s.objective == OBJECTIVE for s in overview.studies)
+    best = "best val_acc" if default else "best (objective)"
+    header = ["study", "created", "status", "total", *COUNTS_ORDER, best, "best trial"]
     table = [
         [
             s.name,
@@ -105,7 +108,7 @@ def format_studies(overview: StudiesOverview) -> str:
             s.status,
             str(s.counts.total),
             *(str(s.counts.of(state)) for state in COUNTS_ORDER),
-            fmt_value(s.best_val_accuracy),
+            _best(s),
             fmt_value(s.best_number),
         ]
         for s in overview.studies
@@ -121,7 +124,7 @@ def format_study(detail: StudyDetail) -> str:
         f"trials: {c.total} total, "
         + ", ".join(f"{c.of(state)} {state}" for state in COUNTS_ORDER)
         + f"; max attempts {detail.max_attempts}",
-        f"best so far: val_accuracy {fmt_value(s.best_val_accuracy)} "
+        f"best so far: {s.objective.metric} {fmt_value(s.best_value)} "
         f"(trial {fmt_value(s.best_number)})",
         "",
     ]
@@ -147,6 +150,14 @@ def format_cancel(result: CancelReport) -> str:
         f"will not run; {len(running)} running trial(s) may finish"
         + (f" ({', '.join(map(str, running))})" if running else "")
     )
+
+
+def _best(summary: StudySummary) -> str:
+    """The best value so far; named when the study optimizes something else than val_acc."""
+    value = fmt_value(summary.best_value)
+    if summary.objective == OBJECTIVE or summary.best_value is None:
+        return value
+    return f"{value} ({summary.objective.metric})"
 
 
 def _timestamp(summary: StudySummary) -> str:

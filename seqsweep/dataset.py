@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqsweep.errors import DataError
+from seqsweep.seeds import split_rng
+from seqsweep.vocab import Task
 
 #: Each of train, validation and test needs at least this many rows.
 MIN_ROWS_PER_SPLIT = 2
@@ -23,11 +25,21 @@ MIN_ROWS_PER_SPLIT = 2
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features ``X`` (float32, rows x features), labels ``y`` (class indices) and class names."""
+    """Features ``X`` (float32, rows x features), labels ``y`` (class indices) and class names;
+    or, for regression, float targets ``y`` and no classes."""
 
     X: np.ndarray
     y: np.ndarray
     classes: tuple[str, ...]
+
+    @property
+    def task(self) -> Task:
+        return Task.CLASSIFICATION if self.classes else Task.REGRESSION
+
+    @property
+    def n_outputs(self) -> int:
+        """Output units of the network: one per class, or one number."""
+        return len(self.classes) or 1
 
     @property
     def n_rows(self) -> int:
@@ -47,7 +59,7 @@ class Dataset:
         header = {"shape": list(self.X.shape), "classes": list(self.classes)}
         digest.update(json.dumps(header, sort_keys=True).encode())
         digest.update(np.ascontiguousarray(self.X, dtype="<f4").tobytes())
-        digest.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
+        digest.update(np.ascontiguousarray(self.y, dtype=self._y_dtype).tobytes())
         return digest.hexdigest()
 
     def to_bytes(self) -> bytes:
@@ -56,10 +68,14 @@ class Dataset:
         np.savez_compressed(
             buffer,
             X=self.X.astype("<f4"),
-            y=self.y.astype("<i8"),
+            y=self.y.astype(self._y_dtype),
             classes=np.array(self.classes, dtype=str),
         )
         return buffer.getvalue()
+
+    @property
+    def _y_dtype(self) -> str:
+        return "<i8" if self.classes else "<f8"
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Dataset:
@@ -79,6 +95,15 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    task: Task = Task.CLASSIFICATION
+    #: Regression targets are standardized with the training rows' mean and standard
+    #: deviation; metrics are scaled back into the target's own units with these.
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task is Task.CLASSIFICATION else 1
 
 
 def split_sizes(n_rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -105,16 +130,25 @@ def split_dataset(data: Dataset, seed: int, val_fraction: float, test_fraction: 
     """Shuffle with ``seed``, cut into train/val/test and standardize the features.
 
     The mean and standard deviation come from the training rows only, so no
-    information from validation or test leaks into training.
+    information from validation or test leaks into training; a regression target is
+    standardized the same way.
     """
     n_train, n_val, _ = split_sizes(data.n_rows, val_fraction, test_fraction)
-    order = np.random.default_rng([seed, 0x5EED]).permutation(data.n_rows)
+    order = split_rng(seed).permutation(data.n_rows)
     train, val, test = np.split(order, [n_train, n_train + n_val])
     x = data.X.astype(np.float32)
     mean = x[train].mean(axis=0)
     std = x[train].std(axis=0)
     std[std == 0] = 1.0  # a constant column stays constant instead of dividing by zero
     x = (x - mean) / std
+    if data.task is Task.REGRESSION:
+        y = data.y.astype(np.float64)
+        y_mean, y_std = float(y[train].mean()), float(y[train].std()) or 1.0
+        scaled = ((y - y_mean) / y_std).astype(np.float32)
+        return Splits(
+            x[train], scaled[train], x[val], scaled[val], x[test], scaled[test], 0,
+            Task.REGRESSION, y_mean, y_std,
+        )  # fmt: skip
     return Splits(
         x[train], data.y[train], x[val], data.y[val], x[test], data.y[test], data.n_classes
     )

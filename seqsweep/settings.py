@@ -15,6 +15,7 @@ from typing import Any
 from seqsweep.errors import UsageError
 from seqsweep.messages import QUEUE
 from seqsweep.urls import is_sqlite
+from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES, TASK_OBJECTIVES, Objective, Task
 
 #: Redis redelivers a message that is still unacknowledged after this long. It
 #: must exceed the longest hard time limit, or a long trial runs twice at once.
@@ -141,6 +142,13 @@ class StudySettings:
     trial_timeout_s: float = 3600.0
     #: Trials of one shape a worker trains together as one computation; 1 turns packing off.
     pack_size: int = DEFAULT_PACK_SIZE
+    task: Task = Task.CLASSIFICATION
+    #: The final metric that ranks trials (``seqsweep.vocab.OBJECTIVES``).
+    objective: str = DEFAULT_OBJECTIVE[Task.CLASSIFICATION]
+    #: ``module:function`` of a user's build function (``--model``), and the SHA-256
+    #: of that module's source at launch; None: the built-in networks.
+    model: str | None = None
+    model_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_bounded("epochs", self.epochs)
@@ -155,6 +163,17 @@ class StudySettings:
                     f"{short_value(value)}; use e.g. 0.2"
                 )
         check_bounded("pack_size", self.pack_size)
+        if self.task not in tuple(Task):
+            raise UsageError(
+                f"--task: must be classification or regression, got {short_value(self.task)}"
+            )
+        object.__setattr__(self, "task", Task(self.task))
+        allowed = TASK_OBJECTIVES[self.task]
+        if self.objective not in allowed:
+            raise UsageError(
+                f"--objective {self.objective}: a {self.task} study can optimize "
+                f"{', '.join(allowed)}; pick one of them"
+            )
         timeout = self.trial_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise UsageError(f"setting trial_timeout_s: must be a number, got {timeout!r}")
@@ -166,7 +185,12 @@ class StudySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "task": str(self.task)}
+
+    @property
+    def ranking(self) -> Objective:
+        """The objective, with its direction."""
+        return OBJECTIVES[self.objective]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:

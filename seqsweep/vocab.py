@@ -61,6 +61,42 @@ class Objective:
     metric: str
     direction: Direction
 
+    def better(self, a: float, b: float) -> bool:
+        """Whether value ``a`` beats ``b``."""
+        return a > b if self.direction is Direction.MAXIMIZE else a < b
 
-#: What every study optimizes (ties go to the lower val_loss, see ``seqsweep.db.sql.best_first``).
-OBJECTIVE = Objective("val_accuracy", Direction.MAXIMIZE)
+    def as_dict(self, value: float | None) -> dict[str, object]:
+        return {"name": self.metric, "direction": str(self.direction), "value": value}
+
+
+class Task(StrEnum):
+    """What a study's network predicts: a class (softmax) or a number (linear output)."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+#: What a study may optimize (``--objective``); ties go to the lower val_loss, see
+#: ``seqsweep.db.sql.best_first``. ``val_auc`` needs a binary classification.
+OBJECTIVES: dict[str, Objective] = {
+    o.metric: o
+    for o in (
+        Objective("val_accuracy", Direction.MAXIMIZE),
+        Objective("val_loss", Direction.MINIMIZE),
+        Objective("val_auc", Direction.MAXIMIZE),
+        Objective("val_mae", Direction.MINIMIZE),
+        Objective("val_rmse", Direction.MINIMIZE),
+    )
+}
+#: Which objectives make sense for each task.
+TASK_OBJECTIVES: dict[Task, tuple[str, ...]] = {
+    Task.CLASSIFICATION: ("val_accuracy", "val_loss", "val_auc"),
+    Task.REGRESSION: ("val_loss", "val_mae", "val_rmse"),
+}
+#: The objective of a study launched without ``--objective``.
+DEFAULT_OBJECTIVE: dict[Task, str] = {
+    Task.CLASSIFICATION: "val_accuracy",
+    Task.REGRESSION: "val_loss",
+}
+#: What a study stored before objectives existed optimizes: the classification default.
+OBJECTIVE = OBJECTIVES["val_accuracy"]

@@ -35,6 +35,15 @@ def _files(tmp_path: Path) -> None:
     (tmp_path / "few.csv").write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
     np.savez(tmp_path / "nox.npz", y=np.zeros(3))
     np.savez(tmp_path / "len.npz", X=np.zeros((4, 2)), y=np.zeros(3))
+    rng = np.random.default_rng(0)
+    price = "\n".join(
+        f"{a:.3f},{b:.3f},{100 + 10 * a + rng.normal():.4f}" for a, b in rng.normal(size=(40, 2))
+    )
+    (tmp_path / "price.csv").write_text("a,b,price\n" + price + "\n")
+    (tmp_path / "deep.yaml").write_text(
+        "n_layers: {type: int, low: 1, high: 3}\nlearning_rate: 0.01\n"
+        + "".join(f"dense_units{i}: 8\n" for i in (1, 2, 3, 5))
+    )
     (tmp_path / "space.yaml").write_text("dense_units: {type: choice, values: []}\n")
     (tmp_path / "unknown.yaml").write_text("units: 3\n")
     (tmp_path / "lowhigh.json").write_text(
@@ -64,6 +73,18 @@ CASES = [
     (["--space", "unknown.yaml"], "unknown parameter 'units'"),
     (["--space", "lowhigh.json"], "low must be <= high"),
     (["--space", "nope.yaml"], "space file nope.yaml: not found"),
+    (["--space", "deep.yaml"], "dense_units5 is never used: n_layers' high is 3"),
+    (
+        ["--data", "price.csv", "--target", "price", "--objective", "val_accuracy"],
+        "--objective val_accuracy: a regression study can optimize val_loss, val_mae, val_rmse",
+    ),
+    (["--objective", "val_mae"], "a classification study can optimize val_accuracy"),
+    (["--objective", "r2"], "--objective: invalid choice: 'r2'"),
+    (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
+    (
+        ["--data", "one.csv", "--target", "label", "--task", "regression"],
+        "--task regression needs a numeric target, found 'x'",
+    ),
     (["--epochs", "0"], "--epochs: must be an integer in [1, 10000]"),
     (["--pack-size", "0"], "--pack-size: must be an integer in [1, 256]"),
     (["--pack-size", "1000"], "--pack-size: must be an integer in [1, 256], got 1000"),

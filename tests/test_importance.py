@@ -76,3 +76,26 @@ def test_text_choices_are_ranked_too() -> None:
     ]
     importance = hyperparameter_importance(trials)
     assert importance is not None and importance.params[0].name == "act"
+
+
+def test_an_absent_conditional_parameter_takes_no_credit_for_the_depth() -> None:
+    """Depth decides accuracy; dense_units3 (absent from 2-layer trials) does nothing.
+    Shuffling its presence would hand it n_layers' effect; it is shuffled where present."""
+    rng = np.random.default_rng(4)
+    trials = []
+    for i in range(60):
+        params = {"n_layers": int(rng.choice([2, 3])), "learning_rate": float(rng.uniform(0, 1))}
+        if params["n_layers"] == 3:
+            params["dense_units3"] = int(rng.choice([8, 16, 32]))
+        acc = 0.6 + 0.1 * params["n_layers"] + float(rng.normal(0, 0.002))
+        trials.append(
+            TrialRecord(
+                i, 1, i, params, "succeeded", 1, None, None, None, None, None, 1 - acc, acc,
+                None, None, None,
+            )
+        )  # fmt: skip
+    importance = hyperparameter_importance(trials)
+    assert importance is not None
+    shares = {p.name: p.share for p in importance.params}
+    assert importance.params[0].name == "n_layers" and shares["n_layers"] > 0.8, importance
+    assert shares["dense_units3"] < 0.1, importance

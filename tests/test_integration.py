@@ -86,7 +86,17 @@ def _check_study(db_url: str, report: dict, n: int) -> None:
     }
     for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
         assert isinstance(report["best"][key], float)
-    assert report["top"][0] == report["best"]
+    best = dict(report["best"])
+    objective, metrics = best.pop("objective"), best.pop("metrics")
+    assert report["top"][0] == best  # best is the first row, with the objective and metrics
+    assert objective == {
+        "name": "val_accuracy",
+        "direction": "maximize",
+        "value": best["val_accuracy"],
+    }
+    assert metrics == {
+        m: best[m] for m in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+    }
 
 
 def test_embedded_default_end_to_end(tmp_path: Path) -> None:

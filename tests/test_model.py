@@ -31,3 +31,36 @@ def test_compiled_with_adam_crossentropy_and_accuracy() -> None:
     assert model.loss == "categorical_crossentropy"
     # Keras 3 reports compiled metrics once they are built; the config keeps them.
     assert model.get_compile_config()["metrics"] == ["accuracy"]
+
+
+def test_a_structure_builds_its_layers_and_optimizer() -> None:
+    from models import build_network
+
+    model = build_network(
+        4,
+        1,
+        units=(16, 8, 4),
+        dropouts=(0.1, 0.0, 0.2),
+        activations=("gelu", "gelu", "tanh"),
+        batch_norm=True,
+        l2=1e-4,
+        optimizer="sgd",
+        momentum=0.9,
+        learning_rate=0.05,
+        task="regression",
+    )
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Dense", "BatchNormalization", "Activation", "Dropout"] * 3 + ["Dense"]
+    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [
+        16,
+        8,
+        4,
+        1,
+    ]
+    assert model.layers[2].get_config()["activation"] == "gelu"
+    assert model.layers[10].get_config()["activation"] == "tanh"
+    assert model.layers[0].kernel_regularizer.get_config()["l2"] == pytest.approx(1e-4)
+    assert model.layers[-1].get_config()["activation"] == "linear"
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.momentum) == pytest.approx(0.9)
+    assert model.loss == "mean_squared_error"

@@ -14,9 +14,11 @@ from scheduler.data import synthetic_dataset
 from seqsweep.dataset import Splits, split_dataset
 from seqsweep.db import ResultStore, TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
-from worker.packing import pack_shape, run_pack
-from worker.training import trial_seed
+from seqsweep.structure import Structure
+from seqsweep.trial.packed import member_of, pack_shape, run_pack
+from seqsweep.vocab import Task
 
 SETTINGS = StudySettings(epochs=2, batch_size=32, pack_size=8)
 NUMBERS = [10, 11, 12, 13, 14, 15]
@@ -83,7 +85,7 @@ def test_a_member_is_the_article_model_and_can_stand_alone(splits: Splits, tmp_p
     params = _params(dropout=0.2)
     kept: list[Any] = []
     results = _results(run_pack(params, NUMBERS, splits, SETTINGS, study_seed=42, keep=kept.append))
-    member = extract_member(kept[0], 2, params[2])
+    member = extract_member(kept[0], 2, member_of(Structure.from_params(params[2])))
     assert isinstance(member, keras.Sequential)
     kinds = [type(layer).__name__ for layer in member.layers]
     assert kinds == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
@@ -101,19 +103,23 @@ def test_members_start_from_the_weights_their_trial_seed_gives() -> None:
     from models import build_model
     from models.packed import build_packed
 
-    params = _params(dropout=0.0)
+    members = [member_of(Structure.from_params(p)) for p in _params(dropout=0.0)]
     seeds = [trial_seed(42, n) for n in NUMBERS]
-    pack = build_packed(5, 2, dense_units=32, members=params, seeds=seeds)
+    pack = build_packed(
+        5, 2, units=(32, 32), activations=("relu", "relu"), members=members, seeds=seeds,
+        dropout_seeds=[1, 2],
+    )  # fmt: skip
     for k in (0, 3):
         keras.utils.set_random_seed(seeds[k])
         alone = build_model(
             5, 2, dense_units=32, dropout_rate1=0, dropout_rate2=0, learning_rate=1e-3
         )
-        packed_layers = (pack.dense1, pack.dense2, pack.head)
+        packed_layers = (*pack.hidden, pack.head)
         for layer, dense in zip(packed_layers, alone.layers[::2], strict=True):
             np.testing.assert_array_equal(np.asarray(layer.kernel[k]), np.asarray(dense.kernel))
             np.testing.assert_array_equal(np.asarray(layer.bias[k][0]), np.asarray(dense.bias))
-    assert not np.array_equal(np.asarray(pack.dense1.kernel[0]), np.asarray(pack.dense1.kernel[3]))
+    first = pack.hidden[0].kernel
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[3]))
 
 
 def test_a_diverging_member_fails_alone(splits: Splits) -> None:
@@ -129,9 +135,14 @@ def test_a_diverging_member_fails_alone(splits: Splits) -> None:
 def test_a_pack_refuses_members_of_another_shape(splits: Splits) -> None:
     params = _params(dropout=0.0)[:2]
     params[1] = {**params[1], "dense_units": 64}
-    with pytest.raises(ValueError, match="share dense_units"):
+    with pytest.raises(ValueError, match="share its structure"):
         run_pack(params, NUMBERS[:2], splits, SETTINGS, study_seed=1)
-    assert pack_shape({"dense_units": 8, "epochs": 3}, SETTINGS) == (8, 3, 32)
+    article = ((8, 8), ("relu", "relu"), False, "adam")
+    assert pack_shape({"dense_units": 8, "epochs": 3, "learning_rate": 1e-3}, SETTINGS) == (
+        article,
+        3,
+        32,
+    )
 
 
 def test_partners_are_queued_trials_of_the_same_shape_claimed_once(db_url: str) -> None:
@@ -158,3 +169,79 @@ def test_partners_are_queued_trials_of_the_same_shape_claimed_once(db_url: str) 
     assert all(states[n] == "running" for n in [0, *same])
     assert all(s == "queued" for n, s in states.items() if n not in [0, *same])
     assert store.claim(study.id, same[1], "w3", lease_s=60) is None  # its own message acks
+
+
+# -- structures beyond the article's --------------------------------------------------
+
+DEEP = {
+    "n_layers": 3, "dense_units1": 24, "dense_units2": 16, "dense_units3": 8,
+    "dropout_rate": 0.0, "activation": "gelu", "batch_norm": True, "optimizer": "sgd",
+}  # fmt: skip
+
+
+def _deep(seed: int = 7, **fixed: Any) -> list[dict[str, Any]]:
+    """Members of one 3-layer gelu + batch-norm + SGD shape that differ in their rates."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            **DEEP,
+            "learning_rate": float(10 ** rng.uniform(-2.5, -1.5)),
+            "l2": float(rng.choice([0.0, 1e-3])),
+            **fixed,
+        }
+        for _ in NUMBERS[:4]
+    ]
+
+
+@pytest.fixture(scope="module")
+def small() -> Splits:
+    return split_dataset(synthetic_dataset(n_rows=800), 0, 0.2, 0.2)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_deep_packed_trial_equals_the_trial_alone(small: Splits, task: str) -> None:
+    """3 layers, gelu, batch norm (per-member statistics), SGD with momentum and members of
+    their own learning rate and L2: packed, each member trains as in a pack of one."""
+    splits = small
+    if task == "regression":  # a number to predict: the first feature's square (near unit scale)
+        splits = Splits(
+            small.x_train, small.x_train[:, 0] ** 2 - 1, small.x_val, small.x_val[:, 0] ** 2 - 1,
+            small.x_test, small.x_test[:, 0] ** 2 - 1, 0, Task.REGRESSION, 10.0, 2.0,
+        )  # fmt: skip
+    params = _deep()[:3]
+    numbers = NUMBERS[:3]
+    packed = _results(run_pack(params, numbers, splits, SETTINGS, study_seed=42))
+    for k, (p, n) in enumerate(zip(params, numbers, strict=True)):
+        (alone,) = _results(run_pack([p], [n], splits, SETTINGS, study_seed=42))
+        for ep, ea in zip(packed[k].epochs, alone.epochs, strict=True):
+            assert ep.val_loss == pytest.approx(ea.val_loss, rel=1e-4, abs=1e-5), k
+        for name, value in alone.metrics.items():
+            assert packed[k].metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    assert len({round(p.val_loss, 5) for p in packed}) == len(numbers)
+
+
+def test_a_deep_member_stands_alone_with_its_structures_layers(small: Splits) -> None:
+    splits = small
+    from models.packed import extract_member
+
+    (p,) = _deep(seed=3)[:1]
+    kept: list[Any] = []
+    (packed,) = _results(run_pack([p], [5], splits, SETTINGS, study_seed=9, keep=kept.append))
+    member = extract_member(kept[0], 0, member_of(Structure.from_params(p)), "sgd", 0.9)
+    kinds = [type(layer).__name__ for layer in member.layers]
+    assert kinds == ["Dense", "BatchNormalization", "Activation", "Dropout"] * 3 + ["Dense"]
+    assert [layer.units for layer in member.layers if hasattr(layer, "units")] == [24, 16, 8, 2]
+    y_test = keras.utils.to_categorical(splits.y_test, splits.n_classes)
+    scores = member.evaluate(splits.x_test, y_test, verbose=0, return_dict=True)
+    assert scores["accuracy"] == pytest.approx(packed.test_accuracy, abs=1e-6)
+    assert scores["loss"] == pytest.approx(packed.test_loss, rel=1e-4)
+
+
+def test_members_that_differ_only_in_rates_share_a_pack() -> None:
+    a, b = _deep(seed=1)[:2]
+    b = {**b, "dropout_rate": 0.3, "weight_decay": 0.1}
+    assert pack_shape(a, SETTINGS) == pack_shape(b, SETTINGS)
+    assert pack_shape(a, SETTINGS) != pack_shape({**a, "activation": "relu"}, SETTINGS)
+    assert pack_shape(a, SETTINGS) != pack_shape({**a, "batch_norm": False}, SETTINGS)
+    assert pack_shape(a, SETTINGS) != pack_shape({**a, "optimizer": "adam"}, SETTINGS)
+    assert pack_shape(a, SETTINGS) != pack_shape({**a, "dense_units3": 9}, SETTINGS)

@@ -507,8 +507,9 @@ def test_tls_to_postgresql_works_after_models_imported_keras(
     """TensorFlow's BoringSSL aborts libpq's first TLS handshake if TF loads first.
 
     seqsweep's workers create their store (loading psycopg) before a trial
-    imports Keras; a process that imports ``models`` first, like this test
-    suite or a user's script, must work too.
+    imports Keras; a process that imports ``models`` first (as a user's script that
+    builds a network may) and then Keras must work too. ``models`` knows nothing of
+    the DB layer; it loads the driver itself.
     """
     if not _pg_ssl_on(pg_admin_url):
         require("PostgreSQL with ssl = on", "the server at 127.0.0.1:5432 has ssl = off")

@@ -143,3 +143,78 @@ def test_bad_space_file(tmp_path: Path, content: str, fragment: str) -> None:
 def test_missing_space_file(tmp_path: Path) -> None:
     with pytest.raises(SpaceError, match="not found; check the path given to --space"):
         load_space_file(tmp_path / "nope.yaml")
+
+
+# -- structure parameters -----------------------------------------------------------
+
+DEEP_YAML = """\
+n_layers: {type: int, low: 1, high: 3}
+dense_units1: {type: choice, values: [64, 128]}
+dense_units2: 32
+dense_units3: 16
+dropout_rate: {type: uniform, low: 0.0, high: 0.3}
+activation: {type: choice, values: [relu, gelu]}
+batch_norm: {type: choice, values: [true, false]}
+optimizer: {type: choice, values: [adam, adamw, sgd]}
+weight_decay: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+"""
+ARTICLE = {"dense_units": 32, "learning_rate": 1e-3}
+
+
+@pytest.mark.parametrize(
+    ("space", "fragment"),
+    [
+        (
+            {**ARTICLE, "dense_units": 8, "n_layers": {"type": "int", "low": 1, "high": 3},
+             "dropout_rate5": 0.1},
+            "dropout_rate5 is never used: n_layers' high is 3; remove it or raise n_layers",
+        ),
+        (
+            {"learning_rate": 1e-3, "n_layers": 3, "dense_units1": 8,
+             "dense_units2": 8, "dense_units3": 8, "dense_units5": 8},
+            "dense_units5 is never used",
+        ),
+        ({**ARTICLE, "activation1": "gelu", "activation": "relu"},
+         "activation1 and activation both"),
+        ({**ARTICLE, "activation": "swish"}, "activation must be one of relu, gelu"),
+        ({**ARTICLE, "optimizer": {"type": "choice", "values": ["sgd", "lion"]}},
+         "optimizer must be one of adam, adamw, sgd, rmsprop, got 'lion'"),
+        ({**ARTICLE, "dense_units9": 8}, "unknown parameter 'dense_units9'"),
+        ({"learning_rate": 1e-3, "n_layers": 3, "dense_units1": 8},
+         "missing parameter 'dense_units2'"),
+        ({**ARTICLE, "n_layers": 9}, "n_layers must be in [1, 8], got 9"),
+        ({**ARTICLE, "batch_norm": "yes"}, "batch_norm must be true or false"),
+        ({**ARTICLE, "weight_decay": 0.01}, "weight_decay is never used"),
+        ({**ARTICLE, "l2": -1e-4}, "l2 must be >= 0"),
+        ({**ARTICLE, "activation": {"type": "uniform", "low": 0, "high": 1}}, "takes a choice"),
+    ],
+)  # fmt: skip
+def test_invalid_structure_is_one_line(space: dict, fragment: str) -> None:
+    with pytest.raises(SpaceError) as err:
+        SearchSpace.from_dict(space, where="space file deep.yaml")
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_structure_space_round_trips_and_conditional_params_are_absent(tmp_path: Path) -> None:
+    from scheduler.sampling import sample
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(DEEP_YAML)
+    space = load_space_file(path)
+    assert space.params["batch_norm"] == Choice((True, False))
+    assert SearchSpace.from_json(space.to_json()) == space
+    trials = [sample(space, 7, n) for n in range(40)]
+    assert {t["n_layers"] for t in trials} == {1, 2, 3}
+    for t in trials:
+        for i in range(1, 4):
+            assert (f"dense_units{i}" in t) == (i <= t["n_layers"]), t
+        assert ("weight_decay" in t) == (t["optimizer"] == "adamw"), t
+        assert None not in t.values()
+    # A conditional parameter is drawn from its own stream: dropping it moves nothing else.
+    kept = {k: v for k, v in space.to_dict().items() if k not in ("dense_units2", "dense_units3")}
+    shallow = SearchSpace.from_dict({**kept, "n_layers": 1})
+    for n in range(10):
+        one = sample(shallow, 7, n)
+        assert one["dense_units1"] == trials[n]["dense_units1"]
+        assert one["learning_rate"] == trials[n]["learning_rate"]

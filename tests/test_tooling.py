@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,18 +63,39 @@ def test_the_core_settings_stay_cheap_to_import_for_a_worker() -> None:
     assert proc.stdout.strip() == ""
 
 
+def _imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports (absolute imports), as dotted names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
 def test_the_core_never_imports_the_packages_above_it() -> None:
     """seqsweep/ is the shared core: only its __init__.py (the API's face) may name
-    scheduler, and no module of it may import worker or models."""
-    above = {"scheduler", "worker", "models"}
+    scheduler, no module of it may import worker, and only the trial layer (below
+    which the model builders sit) may import models."""
     for path in sorted((REPO / "seqsweep").rglob("*.py")):
         allowed = {"scheduler"} if path == REPO / "seqsweep" / "__init__.py" else set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            tops = {name.split(".")[0] for name in names}
-            assert not (tops & above) - allowed, f"{path.relative_to(REPO)} imports {names}"
+        if REPO / "seqsweep" / "trial" in path.parents:
+            allowed = {"models"}
+        names = _imports(path)
+        tops = {name.split(".")[0] for name in names}
+        assert not (tops & {"scheduler", "worker", "models"}) - allowed, (
+            f"{path.relative_to(REPO)} imports {names}"
+        )
+
+
+def test_the_model_builders_know_no_db_and_the_scheduler_no_worker() -> None:
+    """models/ sits at the bottom (Keras only); scheduler/ reaches training through the
+    core's trial layer, never through the Celery package (which builds an app on import)."""
+    for path in sorted((REPO / "models").rglob("*.py")):
+        assert not {
+            n for n in _imports(path) if n.startswith(("seqsweep.db", "scheduler", "worker"))
+        }, path
+    for path in sorted((REPO / "scheduler").rglob("*.py")):
+        tops = {name.split(".")[0] for name in _imports(path)}
+        assert "worker" not in tops, f"{path.relative_to(REPO)} imports worker"

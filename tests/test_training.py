@@ -8,10 +8,11 @@ import pytest
 from scheduler.sampling import sample
 from scheduler.space import Fixed, SearchSpace, default_space
 from seqsweep.dataset import Dataset, Splits, split_dataset
-from seqsweep.db import ResultStore
+from seqsweep.db import ResultStore, TrialResult
 from seqsweep.errors import TrialError
+from seqsweep.seeds import trial_seed
+from seqsweep.trial.alone import run_trial
 from worker.tasks import _train_and_record
-from worker.training import run_trial, trial_seed
 
 PARAMS = {"dense_units": 16, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-2}
 
@@ -92,3 +93,24 @@ def test_failed_trial_is_recorded_and_the_next_one_runs(sqlite_url: str, pack_si
     assert first.status == "failed" and first.error and "ValueError" in first.error
     assert second.status == "succeeded" and second.val_accuracy is not None
     assert len(store.epochs(second.id)) == 1
+
+
+def test_a_deep_structure_trains_and_keeps_its_layers_packed_or_alone(splits: Splits) -> None:
+    from seqsweep.settings import StudySettings
+    from seqsweep.trial import pack_key, train
+
+    deep = {
+        "n_layers": 3, "dense_units1": 16, "dense_units2": 8, "dense_units3": 8,
+        "dropout_rate": 0.1, "activation": "gelu", "batch_norm": True, "optimizer": "sgd",
+        "learning_rate": 1e-2,
+    }  # fmt: skip
+    for pack_size in (1, 8):
+        settings = StudySettings(epochs=2, batch_size=16, pack_size=pack_size)
+        assert (pack_key(deep, settings) is None) == (pack_size == 1)
+        kept: list = []
+        (result,) = train(
+            {3: deep}, splits, settings, study_seed=0, keep=kept.append, keep_number=3
+        )
+        assert isinstance(result, TrialResult) and result.pack is None and len(result.epochs) == 2
+        dense = [layer.units for layer in kept[0].layers if type(layer).__name__ == "Dense"]
+        assert dense == [16, 8, 8, 2]

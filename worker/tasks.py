@@ -4,7 +4,7 @@ The task is thin on purpose. The results DB decides what runs: a message for
 a trial that is not ``queued`` (finished, trained in another trial's pack, or
 claimed by another worker after a redelivery) is acknowledged without training
 anything. With packing on, the claimed trial brings queued trials of its shape
-along (``worker.packing``); each still gets its own outcome.
+along (``seqsweep.trial``); each still gets its own outcome.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from seqsweep.settings import (
     WITNESS_ENV,
     StudySettings,
 )
+from seqsweep.trial import pack_key, study_splits, train
+from seqsweep.trial.alone import current_device
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
-from worker.packing import pack_shape, run_pack
-from worker.training import current_device, run_study_trial, study_splits
 
 T = TypeVar("T")
 #: A finished trial's result is worth waiting for: retry its write this long.
@@ -145,16 +145,16 @@ def _partners(
     store: ResultStore, lead: ClaimedTrial, settings: StudySettings
 ) -> list[ClaimedTrial]:
     """Queued trials of the lead's shape that train in its pack; none with packing off."""
-    if settings.pack_size <= 1:
+    shape = pack_key(lead.params, settings)
+    if shape is None:
         return []
-    shape = pack_shape(lead.params, settings)
     try:
         return store.claim_partners(
             lead,
             worker_id(),
             lease_s=worker_config().lease_s,
             limit=settings.pack_size - 1,
-            fits=lambda params: pack_shape(params, settings) == shape,
+            fits=lambda params: pack_key(params, settings) == shape,
         )
     except ConnectionFailedError as exc:  # the lead alone can still train
         log.warning("study %r: no pack partners this time: %s", lead.study_name, exc)
@@ -171,25 +171,13 @@ def _train(
         Lease(store, claims, worker_config().lease_s) as lease,
     ):
         try:
-            splits = _splits(store, lead, settings)
-            if settings.pack_size > 1:  # a packed study trains even a lone trial as a pack
-                return run_pack(
-                    [c.params for c in claims],
-                    [c.number for c in claims],
-                    splits,
-                    settings,
-                    study_seed=lead.seed,
-                    should_stop=lambda: lease.lost,
-                )
-            result = run_study_trial(
-                lead.params,
-                splits,
+            return train(
+                {c.number: c.params for c in claims},
+                _splits(store, lead, settings),
                 settings,
                 study_seed=lead.seed,
-                number=lead.number,
                 should_stop=lambda: lease.lost,
             )
-            return [result]
         except SoftTimeLimitExceeded:
             what = "the trial" if len(claims) == 1 else f"its pack of {len(claims)} trials"
             fix = "" if len(claims) == 1 else "; raise --trial-timeout or lower --pack-size"
@@ -214,10 +202,12 @@ def _record(
             log.warning("%s finished, but its claim had lapsed; result dropped", label)
             return Outcome.DROPPED
         _witness("recorded", claimed)
+        objective = StudySettings.from_dict(claimed.settings).objective
         log.info(
-            "%s succeeded: val_accuracy=%.4f in %.1f s%s",
+            "%s succeeded: %s=%.4f in %.1f s%s",
             label,
-            outcome.val_accuracy,
+            objective,
+            outcome.metrics.get(objective, outcome.val_loss),
             outcome.duration_s,
             f" (its share of a pack of {len(outcome.pack)})" if outcome.pack else "",
         )

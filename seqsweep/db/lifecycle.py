@@ -185,6 +185,7 @@ class TrialLifecycle:
                     error=None,
                     lease_expires_at=None,
                     pack=None if result.pack is None else list(result.pack),
+                    metrics=dict(result.metrics) or None,
                 )
             ).rowcount
             if done != 1:

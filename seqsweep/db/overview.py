@@ -14,8 +14,9 @@ from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
 from seqsweep.db.schema import studies, trials
-from seqsweep.db.sql import aware, best_first, trial_record
-from seqsweep.vocab import StudyStatus, TrialStatus
+from seqsweep.db.sql import aware, best_first, objective_value, trial_record
+from seqsweep.settings import StudySettings
+from seqsweep.vocab import Objective, StudyStatus, TrialStatus
 
 
 class StudyOverview:
@@ -31,7 +32,13 @@ class StudyOverview:
         only_trials = true() if study_id is None else trials.c.study_id == study_id
         with self.session() as conn:
             names = conn.execute(
-                select(studies.c.id, studies.c.name, studies.c.created_at, studies.c.status)
+                select(
+                    studies.c.id,
+                    studies.c.name,
+                    studies.c.created_at,
+                    studies.c.status,
+                    studies.c.settings,
+                )
                 .where(only_study)
                 .order_by(studies.c.id)
             ).all()
@@ -40,13 +47,17 @@ class StudyOverview:
                 .where(only_trials)
                 .group_by(trials.c.study_id, trials.c.status)
             ).all()
-            best = _best_per_study(conn, only_trials)
+            objectives = {r.id: StudySettings.from_dict(dict(r.settings)).ranking for r in names}
+            best: dict[int, tuple[int, float | None, float | None]] = {}
+            for objective in set(objectives.values()):  # one query per kind of objective
+                ids = [i for i, o in objectives.items() if o == objective]
+                best.update(_best_per_study(conn, trials.c.study_id.in_(ids), objective))
         counts: dict[int, dict[str, int]] = {}
         for study_id, status, n in per_state:
             counts.setdefault(study_id, {})[status] = int(n)
         summaries = []
         for row in names:
-            number, accuracy = best.get(row.id, (None, None))
+            number, accuracy, value = best.get(row.id, (None, None, None))
             summaries.append(
                 StudySummary(
                     name=row.name,
@@ -55,6 +66,8 @@ class StudyOverview:
                     counts=Counts.from_states(counts.get(row.id, {})),
                     best_number=number,
                     best_val_accuracy=accuracy,
+                    objective=objectives[row.id],
+                    best_value=value,
                 )
             )
         return summaries
@@ -92,28 +105,27 @@ class StudyOverview:
         return [trial_record(r) for r in rows]
 
 
-def _best_per_study(conn: Connection, where: Any) -> dict[int, tuple[int, float]]:
-    """study id -> (number, val_accuracy) of its best succeeded trial (ties: lower val_loss)."""
+def _best_per_study(
+    conn: Connection, where: Any, objective: Objective
+) -> dict[int, tuple[int, float | None, float | None]]:
+    """study id -> (number, val_accuracy, objective value) of its best succeeded trial."""
+    value = objective_value(objective)
     ranked = (
         select(
             trials.c.study_id,
             trials.c.number,
             trials.c.val_accuracy,
+            value.label("value"),
             func.row_number()
-            .over(
-                partition_by=trials.c.study_id,
-                order_by=best_first(),
-            )
+            .over(partition_by=trials.c.study_id, order_by=best_first(objective))
             .label("rank"),
         )
-        .where(
-            and_(
-                where, trials.c.status == TrialStatus.SUCCEEDED, trials.c.val_accuracy.is_not(None)
-            )
-        )
+        .where(and_(where, trials.c.status == TrialStatus.SUCCEEDED, value.is_not(None)))
         .subquery()
     )
     rows = conn.execute(
-        select(ranked.c.study_id, ranked.c.number, ranked.c.val_accuracy).where(ranked.c.rank == 1)
+        select(ranked.c.study_id, ranked.c.number, ranked.c.val_accuracy, ranked.c.value).where(
+            ranked.c.rank == 1
+        )
     ).all()
-    return {r.study_id: (r.number, r.val_accuracy) for r in rows}
+    return {r.study_id: (r.number, r.val_accuracy, r.value) for r in rows}

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
-from seqsweep.vocab import StudyStatus, TrialStatus
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
+from seqsweep.vocab import OBJECTIVE, Objective, StudyStatus, TrialStatus
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,11 @@ class StudyRecord:
     dataset_hash: str
     status: StudyStatus
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def objective(self) -> Objective:
+        """What ranks this study's trials (val_accuracy for a study stored before objectives)."""
+        return StudySettings.from_dict(self.settings).ranking
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class TrialRecord:
     heartbeat_at: datetime | None = None
     lease_expires_at: datetime | None = None
     pack: tuple[int, ...] | None = None
+    #: Every final metric by name; None for a trial recorded before metrics were kept.
+    metrics: dict[str, float] | None = None
+
+    def metric(self, name: str) -> float | None:
+        """Final metric ``name``: from ``metrics``, else its column (older trials)."""
+        if self.metrics is not None and name in self.metrics:
+            return self.metrics[name]
+        value = getattr(self, name, None) if name in _METRIC_COLUMNS else None
+        return None if value is None else float(value)
+
+
+#: Final metrics that have a column of their own in ``trials``.
+_METRIC_COLUMNS = frozenset({"val_loss", "val_accuracy", "test_loss", "test_accuracy"})
 
 
 @dataclass(frozen=True)
@@ -89,16 +107,21 @@ class Recovery:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """The final and per-epoch metrics of one successful trial."""
+    """The final and per-epoch metrics of one successful trial.
+
+    Accuracies are None for a regression trial; ``metrics`` holds every final metric
+    by name (``val_loss``, ``val_mae``, ``test_rmse``, ...).
+    """
 
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
     test_loss: float
-    test_accuracy: float
+    test_accuracy: float | None
     duration_s: float
     device: str
     epochs: tuple[EpochRecord, ...] = field(default=())
     pack: tuple[int, ...] | None = None  # the trial numbers trained together, in pack order
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 #: The order in which counts are shown and serialized: outcomes first.
@@ -153,6 +176,9 @@ class StudySummary:
     counts: Counts
     best_number: int | None = None
     best_val_accuracy: float | None = None
+    objective: Objective = OBJECTIVE
+    #: The best trial's objective value (its val_accuracy unless the study chose another).
+    best_value: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +188,7 @@ class StudySummary:
             "counts": self.counts.as_dict(),
             "best_trial": self.best_number,
             "best_val_accuracy": self.best_val_accuracy,
+            "objective": self.objective.as_dict(self.best_value),
         }
 
 

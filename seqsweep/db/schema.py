@@ -93,6 +93,9 @@ trials = Table(
     # Trial numbers trained together with this one as one packed computation, in
     # pack order; NULL when it trained alone. export retrains the same pack.
     Column("pack", JsonType),
+    # Every final metric by name (val_loss, val_accuracy, val_auc, val_mae, test_rmse, ...);
+    # the val/test loss and accuracy columns above hold the same values where they apply.
+    Column("metrics", JsonType),
     UniqueConstraint("study_id", "number"),
     Index(None, "study_id", "status"),
 )

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import StudyRecord, TrialRecord
 from seqsweep.db.schema import trials
-from seqsweep.vocab import OBJECTIVE, Direction, StudyStatus, TrialStatus
+from seqsweep.vocab import OBJECTIVE, Direction, Objective, StudyStatus, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -40,15 +40,21 @@ def insert_for(conn: Connection, table: Any) -> Any:
     return dialect.insert(table)
 
 
-def best_first() -> tuple[UnaryExpression[Any], ...]:
-    """What "best" means, as an ORDER BY: the objective (highest val_accuracy), ties to
-    lower val_loss, then the earlier trial. Every ranking (report, status, progress) sorts
-    by this."""
-    objective = trials.c[OBJECTIVE.metric]
+def objective_value(objective: Objective = OBJECTIVE) -> Any:
+    """The objective's value as an SQL expression: its column (val_accuracy, val_loss), or
+    the ``metrics`` JSON (val_auc, val_mae, val_rmse)."""
+    if objective.metric in trials.c:
+        return trials.c[objective.metric]
+    return trials.c.metrics[objective.metric].as_float()
+
+
+def best_first(objective: Objective = OBJECTIVE) -> tuple[UnaryExpression[Any], ...]:
+    """What "best" means, as an ORDER BY: the study's objective (by default the highest
+    val_accuracy), ties to lower val_loss, then the earlier trial. Every ranking (report,
+    status, progress) sorts by this."""
+    value = objective_value(objective)
     return (
-        (
-            objective.desc() if OBJECTIVE.direction is Direction.MAXIMIZE else objective.asc()
-        ).nulls_last(),
+        (value.desc() if objective.direction is Direction.MAXIMIZE else value.asc()).nulls_last(),
         trials.c.val_loss.asc().nulls_last(),
         trials.c.number.asc(),
     )
@@ -94,4 +100,5 @@ def trial_record(row: Row[Any]) -> TrialRecord:
         heartbeat_at=maybe_aware(row.heartbeat_at),
         lease_expires_at=maybe_aware(row.lease_expires_at),
         pack=None if row.pack is None else tuple(int(n) for n in row.pack),
+        metrics=None if row.metrics is None else {k: float(v) for k, v in row.metrics.items()},
     )

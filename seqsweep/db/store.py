@@ -34,7 +34,7 @@ from seqsweep.errors import (
     UsageError,
 )
 from seqsweep.files import create_private
-from seqsweep.settings import DEFAULT_MAX_ATTEMPTS
+from seqsweep.settings import DEFAULT_MAX_ATTEMPTS, StudySettings
 from seqsweep.urls import DB_ENV, mask_text, mask_url, sqlite_path
 from seqsweep.vocab import StudyStatus, TrialStatus
 
@@ -335,12 +335,14 @@ class ResultStore(TrialLifecycle, StudyOverview):
         return Counts.from_states({status: int(n) for status, n in rows})
 
     def top_trials(self, study_id: int, k: int) -> list[TrialRecord]:
-        """Return the best ``k`` succeeded trials: highest val_accuracy, then lowest val_loss."""
+        """The best ``k`` succeeded trials by the study's objective (ties: lower val_loss)."""
         with self.session() as conn:
+            stored = conn.execute(select(studies.c.settings).where(studies.c.id == study_id))
+            objective = StudySettings.from_dict(dict(stored.scalar_one())).ranking
             rows = conn.execute(
                 select(trials)
                 .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.SUCCEEDED)
-                .order_by(*best_first())
+                .order_by(*best_first(objective))
                 .limit(k)
             ).all()
         return [trial_record(r) for r in rows]
@@ -395,7 +397,8 @@ def _check_same(
         differences.append("search space")
     if study.dataset_hash != dataset_hash:
         differences.append("dataset")
-    if study.settings != dict(settings):
+    # Settings added since the study was stored (task, objective) compare as their defaults.
+    if StudySettings.from_dict(study.settings) != StudySettings.from_dict(dict(settings)):
         differences.append("settings")
     if study.seed != seed:
         differences.append(f"seed (stored {study.seed}, given {seed})")
