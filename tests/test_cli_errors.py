@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -347,9 +348,41 @@ RED_TEAM_CASES = [
 @pytest.mark.parametrize(
     ("flags", "fragment"), RED_TEAM_CASES, ids=[c[1][:30] for c in RED_TEAM_CASES]
 )
-def test_red_team_launch_input(tmp_path: Path, flags: list[str], fragment: str) -> None:
+def test_red_team_launch_input(
+    tmp_path: Path,
+    flags: list[str],
+    fragment: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In-process (the CLI's own ``main``), under a timeout: 20 s instead of 40 s as
+    subprocesses; a hang (a FIFO read) fails instead of stalling."""
+    from scheduler.cli import main
+
     _red_team_files(tmp_path)
-    test_bad_launch_input(tmp_path, flags, fragment)
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.rglob("*"))
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def hung(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"launch {flags} hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        argv = ["launch", "--db", DB, "--broker", BROKER, *flags, "--local-workers", "0"]
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own errors
+            code = int(exc.code or 0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    out, err = capsys.readouterr()
+    _assert_one_line_error(subprocess.CompletedProcess(argv, code, out, err), fragment)
+    assert _written(tmp_path, before) == [], "a refused launch wrote files"
 
 
 def test_unreachable_db_on_launch_fails_fast_and_masks_password(tmp_path: Path) -> None:
