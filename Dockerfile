@@ -13,9 +13,11 @@ WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone: TensorFlow is hundreds of MB,
 # and this layer is then reused by every rebuild that only changes code.
-# setuptools finds no packages yet, so this installs just the dependencies.
-COPY pyproject.toml README.md ./
-RUN pip install --no-cache-dir .
+# setuptools finds no packages yet, so this installs just the dependencies. The
+# README (pyproject's readme) is an empty stand-in here, so that editing it does
+# not throw this layer away; the real one comes with the code below.
+COPY pyproject.toml ./
+RUN touch README.md && pip install --no-cache-dir .
 
 # --no-deps: the layer above already has them; pip always reinstalls a local
 # directory, so this replaces the empty distribution with the real one.

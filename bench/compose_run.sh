@@ -80,6 +80,10 @@ cleanup() {
   if [ "${KEEP:-0}" != 1 ]; then
     step "down"
     compose down -v >/dev/null 2>&1 || true
+    # podman-compose 1.6 with podman 4.3 left scaled replicas running after `down`.
+    leftover=$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT")
+    [ -z "$leftover" ] || podman rm -f $leftover >/dev/null
+    podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
