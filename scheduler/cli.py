@@ -51,7 +51,7 @@ from seqsweep.urls import (
     resolve_db_url,
 )
 from seqsweep.version import __version__
-from seqsweep.vocab import OBJECTIVES, StudyStatus
+from seqsweep.vocab import OBJECTIVES, Sampler, StudyStatus
 
 #: The flags' defaults are the options' and the study settings' (one place each).
 _LAUNCH = LaunchOptions()
@@ -119,6 +119,14 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         choices=tuple(OBJECTIVES),
         help="the final metric that ranks trials (default: val_accuracy for "
         "classification, val_loss for regression)",
+    )
+    run.add_argument(
+        "--sampler",
+        choices=tuple(str(s) for s in Sampler),
+        default=str(_STUDY.sampler),
+        help="how trials' parameters are picked: random draws, scrambled Sobol points, or "
+        "every combination of a space of choices (grid), shuffled by the seed and capped at "
+        "--trials (default: %(default)s)",
     )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"

@@ -18,7 +18,7 @@ from scheduler.options import LaunchOptions
 from scheduler.progress import Progress
 from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import StudyReport, study_report
-from scheduler.sampling import sample
+from scheduler.sampling import point_sampler
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
@@ -68,6 +68,9 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     data = load_dataset(opts.data_file, opts.target, opts.task)
     settings = opts.study_settings(data)
     split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
+    sampler = point_sampler(space, settings.sampler)
+    # A grid has as many trials as combinations, however many more --trials asks for.
+    trials = opts.trials if sampler.size is None else min(opts.trials, sampler.size)
     # Settings from the environment are read here, before anything is written: a bad
     # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
     lease_seconds()
@@ -95,8 +98,8 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         space=space.to_dict(),
         settings=settings.to_dict(),
         data=data,
-        trials=opts.trials,
-        sample=lambda seed, number: sample(space, seed, number),
+        trials=trials,
+        sample=sampler.sample,
         max_attempts=opts.max_attempts,
     )
     queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
@@ -104,13 +107,19 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     # second launch of the same study, sends nothing twice.
     enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
     say(
-        f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued, "
+        f"study {study.name}: {trials} trials{_capped(opts.trials, trials)} "
+        f"({len(added)} new, {len(queued)} queued, "
         f"{enqueued} sent to the broker), "
-        f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
+        f"{settings.sampler} sampler, seed {study.seed}, "
+        f"{data.n_rows} rows x {data.n_features} features, "
         f"{_task_text(data, opts.task)}, objective {settings.objective} "
         f"({settings.ranking.direction}); results in {mask_url(opts.db_url)}"
     )
     return StartedStudy(store, app, study, added, queued, enqueued)
+
+
+def _capped(asked: int, trials: int) -> str:
+    return "" if asked == trials else f" (every combination of the grid; --trials {asked})"
 
 
 def _task_text(data: Dataset, requested: str) -> str:

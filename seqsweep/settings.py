@@ -15,7 +15,15 @@ from typing import Any
 from seqsweep.errors import UsageError
 from seqsweep.messages import QUEUE
 from seqsweep.urls import is_sqlite
-from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES, TASK_OBJECTIVES, Objective, Task
+from seqsweep.vocab import (
+    DEFAULT_OBJECTIVE,
+    DEFAULT_SAMPLER,
+    OBJECTIVES,
+    TASK_OBJECTIVES,
+    Objective,
+    Sampler,
+    Task,
+)
 
 #: Redis redelivers a message that is still unacknowledged after this long. It
 #: must exceed the longest hard time limit, or a long trial runs twice at once.
@@ -149,6 +157,8 @@ class StudySettings:
     #: of that module's source at launch; None: the built-in networks.
     model: str | None = None
     model_sha256: str | None = None
+    #: How trials' parameters are picked (``seqsweep.vocab.Sampler``).
+    sampler: Sampler = DEFAULT_SAMPLER
 
     def __post_init__(self) -> None:
         check_bounded("epochs", self.epochs)
@@ -168,6 +178,12 @@ class StudySettings:
                 f"--task: must be classification or regression, got {short_value(self.task)}"
             )
         object.__setattr__(self, "task", Task(self.task))
+        if self.sampler not in tuple(Sampler):
+            raise UsageError(
+                f"--sampler {short_value(self.sampler)}: must be one of "
+                f"{', '.join(Sampler)}; random is the default"
+            )
+        object.__setattr__(self, "sampler", Sampler(self.sampler))
         allowed = TASK_OBJECTIVES[self.task]
         if self.objective not in allowed:
             raise UsageError(
@@ -185,7 +201,7 @@ class StudySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""
-        return {**dataclasses.asdict(self), "task": str(self.task)}
+        return {**dataclasses.asdict(self), "task": str(self.task), "sampler": str(self.sampler)}
 
     @property
     def ranking(self) -> Objective:

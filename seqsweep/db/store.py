@@ -398,8 +398,15 @@ def _check_same(
     if study.dataset_hash != dataset_hash:
         differences.append("dataset")
     # Settings added since the study was stored (task, objective) compare as their defaults.
-    if StudySettings.from_dict(study.settings) != StudySettings.from_dict(dict(settings)):
-        differences.append("settings")
+    stored = StudySettings.from_dict(study.settings).to_dict()
+    given = StudySettings.from_dict(dict(settings)).to_dict()
+    changed = [
+        f"{key}: stored {stored[key]}, given {given[key]}"
+        for key in stored
+        if stored[key] != given[key]
+    ]
+    if changed:
+        differences.append(f"settings ({'; '.join(changed)})")
     if study.seed != seed:
         differences.append(f"seed (stored {study.seed}, given {seed})")
     if differences:
