@@ -34,7 +34,7 @@ def launch(*, detach: bool = False, progress: bool = True, **options: Any) -> St
     whose message says what to fix.
     """
     from scheduler.launch import launch as run
-    from scheduler.launch import start_study
+    from scheduler.launch import refuse_detach, start_study
     from scheduler.options import LaunchOptions
     from scheduler.progress import Progress
     from scheduler.report import study_report
@@ -46,6 +46,7 @@ def launch(*, detach: bool = False, progress: bool = True, **options: Any) -> St
             print(line, flush=True)
 
     if detach:
+        refuse_detach(opts)
         started = start_study(opts, say=say)
         return study_report(started.store, started.study.name, opts.top_k)
     view = Progress(sys.stderr, say, tty=None if progress else False)

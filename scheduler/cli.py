@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.data import TASKS
 from scheduler.export import export_best, format_export
-from scheduler.launch import launch, start_study
+from scheduler.launch import launch, refuse_detach, start_study
 from scheduler.options import DEFAULT_STUDY, LaunchOptions, flag_names
 from scheduler.optuna_export import (
     DEFAULT_INTERVAL_S,
@@ -126,7 +126,14 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         default=str(_STUDY.sampler),
         help="how trials' parameters are picked: random draws, scrambled Sobol points, or "
         "every combination of a space of choices (grid), shuffled by the seed and capped at "
-        "--trials (default: %(default)s)",
+        "--trials, or Optuna's TPE picking each trial from the finished ones (tpe) "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--in-flight",
+        type=bounded("in_flight"),
+        help="trials --sampler tpe keeps queued or running while it samples the next from "
+        "the finished ones (default: twice --local-workers, at least 4)",
     )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"
@@ -309,6 +316,7 @@ def _launch(args: argparse.Namespace) -> int:
         print(line, file=stream, flush=True)
 
     if args.detach:
+        refuse_detach(options)
         started = start_study(options, say=say)
         print(
             f"detached: study {started.study.name} has {len(started.queued)} queued trials; "

@@ -21,6 +21,7 @@ _ORDER_KEY = 2**32
 #: Keys of the Sobol scrambling and of the grid's shuffle; above every trial number too.
 _SOBOL_KEY = 2**32 + 1
 _GRID_KEY = 2**32 + 2
+_ADAPTIVE_KEY = 2**32 + 3
 
 
 def fresh_study_seed() -> int:
@@ -41,6 +42,12 @@ def sobol_rng(study_seed: int) -> np.random.Generator:
 def grid_rng(study_seed: int) -> np.random.Generator:
     """Stream that shuffles a study's grid (``--sampler grid``)."""
     return np.random.default_rng([study_seed, _GRID_KEY])
+
+
+def adaptive_seed(study_seed: int, number: int) -> int:
+    """Seed of the adaptive sampler that picks trial ``number``: with the same finished
+    trials in the DB, it picks the same parameters."""
+    return int(np.random.SeedSequence([study_seed, number, _ADAPTIVE_KEY]).generate_state(1)[0])
 
 
 def split_rng(study_seed: int) -> np.random.Generator:

@@ -95,6 +95,7 @@ BOUNDS: dict[str, Bound] = {
     "local_workers": Bound("--local-workers", 0, 256, "use one per core; 0 for remote only"),
     "concurrency": Bound("--concurrency", 1, 256, "use one per core"),
     "max_attempts": Bound("--max-attempts", 1, 100, "use e.g. 3"),
+    "in_flight": Bound("--in-flight", 1, 10_000, "use about twice the worker processes"),
     "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),
     "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
 }

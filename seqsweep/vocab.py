@@ -78,6 +78,13 @@ class Sampler(StrEnum):
     SOBOL = "sobol"
     #: Every combination of a space of choices, shuffled by the seed.
     GRID = "grid"
+    #: Optuna's TPE: each trial is sampled from the finished ones while the study runs.
+    TPE = "tpe"
+
+    @property
+    def is_adaptive(self) -> bool:
+        """True for a sampler that needs finished trials, so launch samples as they finish."""
+        return self is Sampler.TPE
 
 
 #: The sampler of a study launched without ``--sampler`` (and of studies stored before
