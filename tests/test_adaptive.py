@@ -113,5 +113,12 @@ def test_cancelled_study_gets_no_more_trials(sqlite_url: str) -> None:
     assert store.counts(study.id).total == 4
 
 
+def test_report_names_the_sampler(sqlite_url: str) -> None:
+    from scheduler.report import study_report
+
+    store, study = _study(sqlite_url)
+    assert study_report(store, study.name).as_dict()["sampler"] == "tpe"
+
+
 def test_default_window_is_twice_the_workers_at_least_four() -> None:
     assert [default_in_flight(n) for n in (0, 1, 2, 3, 8)] == [4, 4, 4, 6, 16]
