@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -243,7 +244,10 @@ def _wait(
         metric = study.objective.metric
         value = top[0].metric(metric) if top else None
         best = None if value is None else (top[0].number, value)
-        view.update(counts, best, metric)
+        # An adaptive study's trials are not all sampled yet: show the whole study.
+        view.update(
+            dataclasses.replace(counts, total=max(counts.total, started.target)), best, metric
+        )
         if counts.finished >= counts.total and counts.total >= started.target:
             return
         if workers is not None and (code := workers.exit_code()) is not None:
