@@ -18,8 +18,10 @@ import math
 import warnings
 from typing import Any
 
-from scheduler.space import Choice, Distribution, Fixed, IntRange, LogUniform, SearchSpace, Uniform
+from scheduler.optuna_export import optuna_distribution
+from scheduler.space import Choice, Distribution, Fixed, IntRange, SearchSpace
 from seqsweep.db import ResultStore, StudyRecord, TrialRecord
+from seqsweep.errors import UsageError
 from seqsweep.seeds import adaptive_seed
 from seqsweep.structure import CONDITIONS, active_params
 from seqsweep.vocab import Direction, Objective, Sampler, StudyStatus, TrialStatus
@@ -40,7 +42,16 @@ class AdaptiveSampler:
         self.space = space
         self.name = Sampler(name)
         self.objective = objective
-        self._dists = {n: _optuna_dist(d) for n, d in space.params.items()}
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                f'--sampler {self.name} needs Optuna: pip install "seqsweep[optuna]"'
+            ) from None
+        #: What each searched parameter is in Optuna, as export-optuna writes it.
+        self._dists = {
+            n: optuna_distribution(d) for n, d in space.params.items() if not isinstance(d, Fixed)
+        }
 
     def top_up(self, store: ResultStore, study: StudyRecord, target: int, in_flight: int) -> bool:
         """Add trials until ``in_flight`` are queued or running, or the study has ``target``.
@@ -115,9 +126,10 @@ class AdaptiveSampler:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna warns about choices of mixed types
                 return trial.suggest_categorical(name, list(dist.values))
+        found = self._dists[name]
         if isinstance(dist, IntRange):
-            return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-        return trial.suggest_float(name, dist.low, dist.high, log=isinstance(dist, LogUniform))
+            return trial.suggest_int(name, found.low, found.high, step=found.step, log=found.log)
+        return trial.suggest_float(name, found.low, found.high, log=found.log)
 
     def _known(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The searched params of a stored trial that fit the space, and their distributions."""
@@ -125,7 +137,7 @@ class AdaptiveSampler:
         dists: dict[str, Any] = {}
         for name, value in params.items():
             dist = self.space.params.get(name)
-            if dist is not None and self._dists[name] is not None and _fits(dist, value):
+            if name in self._dists and dist is not None and _fits(dist, value):
                 values[name], dists[name] = value, self._dists[name]
         return values, dists
 
@@ -163,23 +175,3 @@ def _fits(dist: Distribution, value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return bool(dist.low <= value <= dist.high)  # type: ignore[union-attr]
-
-
-def _optuna_dist(dist: Distribution) -> Any:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if isinstance(dist, Fixed):
-        return None
-    if isinstance(dist, Choice):
-        return CategoricalDistribution(dist.values)
-    if isinstance(dist, LogUniform):
-        return FloatDistribution(dist.low, dist.high, log=True)
-    if isinstance(dist, Uniform):
-        return FloatDistribution(dist.low, dist.high)
-    if isinstance(dist, IntRange):
-        return IntDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
-    raise TypeError(f"unknown distribution {dist!r}")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
+
+import pytest
 
 from scheduler.adaptive import AdaptiveSampler, default_in_flight
 from scheduler.data import synthetic_dataset
 from scheduler.sampling import sample
 from scheduler.space import SearchSpace
 from seqsweep.db import EpochRecord, ResultStore, TrialResult
+from seqsweep.errors import UsageError
 from seqsweep.settings import StudySettings
 from seqsweep.vocab import OBJECTIVES, Sampler, TrialStatus
 
@@ -122,3 +126,9 @@ def test_report_names_the_sampler(sqlite_url: str) -> None:
 
 def test_default_window_is_twice_the_workers_at_least_four() -> None:
     assert [default_in_flight(n) for n in (0, 1, 2, 3, 8)] == [4, 4, 4, 6, 16]
+
+
+def test_without_optuna_tpe_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(UsageError, match=r'^--sampler tpe needs Optuna: pip install "seqsweep'):
+        AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
