@@ -53,14 +53,17 @@ class AdaptiveSampler:
             n: optuna_distribution(d) for n, d in space.params.items() if not isinstance(d, Fixed)
         }
 
-    def top_up(self, store: ResultStore, study: StudyRecord, target: int, in_flight: int) -> bool:
+    def top_up(
+        self, store: ResultStore, study: StudyRecord, target: int, in_flight: int
+    ) -> list[int] | None:
         """Add trials until ``in_flight`` are queued or running, or the study has ``target``.
 
-        Returns False once the study is cancelled: nothing more is sampled for it.
+        Returns the numbers added, or None once the study is cancelled: nothing more is
+        sampled for it.
         """
         current = store.get_study(study.name)
         if current is None or current.status == StudyStatus.CANCELLED:
-            return False
+            return None
         history = store.get_trials(study.id)
         pending = sum(not t.status.is_finished for t in history)
         wanted = min(in_flight - pending, target - len(history))
@@ -70,9 +73,7 @@ class AdaptiveSampler:
             params = self.pick(study.seed, number, history, list(picks.values()))
             picks[number] = params
             number += 1
-        if picks:
-            store.add_trials(study.id, picks)
-        return True
+        return store.add_trials(study.id, picks) if picks else []
 
     def pick(
         self,

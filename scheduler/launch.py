@@ -59,7 +59,7 @@ class StartedStudy:
         """Sample and send the next trials of an adaptive study; False once it is cancelled."""
         if self.adaptive is None:
             return True
-        if not self.adaptive.top_up(self.store, self.study, self.target, self.in_flight):
+        if self.adaptive.top_up(self.store, self.study, self.target, self.in_flight) is None:
             return False
         self.store.send_unsent(
             self.study.id, lambda numbers: enqueue_trials(self.app, self.study, numbers)
@@ -140,14 +140,14 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     )
     in_flight = opts.in_flight or default_in_flight(opts.local_workers)
     if adaptive is not None:  # the first window: random picks until trials finish
-        adaptive.top_up(store, study, trials, in_flight)
+        added = adaptive.top_up(store, study, trials, in_flight) or []
     queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
     # Only trials without a message get one: a rerun of a killed launch, or a
     # second launch of the same study, sends nothing twice.
     enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
     say(
         f"study {study.name}: {trials} trials{_capped(opts.trials, trials)} "
-        f"({len(queued) if adaptive else len(added)} new, {len(queued)} queued, "
+        f"({len(added)} new, {len(queued)} queued, "
         f"{enqueued} sent to the broker), "
         f"{settings.sampler} sampler{f' ({in_flight} in flight)' if adaptive else ''}, "
         f"seed {study.seed}, "

@@ -75,9 +75,9 @@ def _finish_queued(store: ResultStore, study: Any) -> None:
 def test_tpe_keeps_a_window_in_flight_learns_and_resumes_from_the_db(sqlite_url: str) -> None:
     store, study = _study(sqlite_url)
     tpe = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
-    assert tpe.top_up(store, study, target=30, in_flight=4)
+    assert tpe.top_up(store, study, target=30, in_flight=4) == [0, 1, 2, 3]
     assert store.numbers_in_state(study.id, TrialStatus.QUEUED) == [0, 1, 2, 3]
-    tpe.top_up(store, study, target=30, in_flight=4)  # the window is full: nothing added
+    assert tpe.top_up(store, study, target=30, in_flight=4) == []  # the window is full
     assert store.counts(study.id).total == 4
     while store.counts(study.id).total < 30:
         _finish_queued(store, study)
@@ -102,7 +102,7 @@ def test_tpe_keeps_a_window_in_flight_learns_and_resumes_from_the_db(sqlite_url:
     fresh = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
     assert fresh.pick(study.seed, 30, trials) == tpe.pick(study.seed, 30, trials)
     assert fresh.pick(study.seed, 30, trials) != fresh.pick(study.seed, 30, [])
-    assert fresh.top_up(store, study, target=32, in_flight=4)
+    assert fresh.top_up(store, study, target=32, in_flight=4) == [30, 31]
     assert store.numbers_in_state(study.id, TrialStatus.QUEUED) == [30, 31]
     picked = store.get_trials(study.id, [30])[0].params
     assert picked == tpe.pick(study.seed, 30, trials)
@@ -113,7 +113,7 @@ def test_cancelled_study_gets_no_more_trials(sqlite_url: str) -> None:
     tpe = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
     tpe.top_up(store, study, target=10, in_flight=4)
     store.cancel(study.id)
-    assert tpe.top_up(store, study, target=10, in_flight=8) is False
+    assert tpe.top_up(store, study, target=10, in_flight=8) is None
     assert store.counts(study.id).total == 4
 
 
