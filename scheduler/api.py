@@ -27,14 +27,15 @@ def launch(*, detach: bool = False, progress: bool = True, **options: Any) -> St
     (``scheduler.options.LaunchOptions`` and ``seqsweep.settings.StudySettings``): ``study``,
     ``trials``, ``seed``, ``space`` and ``data`` (paths), ``target``, ``epochs``,
     ``batch_size``, ``val_fraction``, ``test_fraction``, ``trial_timeout``, ``pack_size``,
-    ``local_workers``, ``max_attempts``, ``db``, ``broker`` and ``top``. ``detach=True``
-    enqueues the trials and returns the report as it stands, for workers started
-    elsewhere. ``progress`` shows a bar (a widget in Jupyter) and what launch does;
+    ``local_workers``, ``max_attempts``, ``sampler``, ``in_flight``, ``db``, ``broker``
+    and ``top``. ``detach=True`` enqueues the trials and returns the report as it stands,
+    for workers started elsewhere (refused for ``sampler="tpe"``, which must keep sampling).
+    ``progress`` shows a bar (a widget in Jupyter) and what launch does;
     ``progress=False`` runs silently. Bad input raises a ``seqsweep.errors.UsageError``
     whose message says what to fix.
     """
     from scheduler.launch import launch as run
-    from scheduler.launch import start_study
+    from scheduler.launch import refuse_detach, start_study
     from scheduler.options import LaunchOptions
     from scheduler.progress import Progress
     from scheduler.report import study_report
@@ -46,6 +47,7 @@ def launch(*, detach: bool = False, progress: bool = True, **options: Any) -> St
             print(line, flush=True)
 
     if detach:
+        refuse_detach(opts)
         started = start_study(opts, say=say)
         return study_report(started.store, started.study.name, opts.top_k)
     view = Progress(sys.stderr, say, tty=None if progress else False)

@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.data import TASKS
 from scheduler.export import export_best, format_export
-from scheduler.launch import launch, start_study
+from scheduler.launch import launch, refuse_detach, start_study
 from scheduler.options import DEFAULT_STUDY, LaunchOptions, flag_names
 from scheduler.optuna_export import (
     DEFAULT_INTERVAL_S,
@@ -51,7 +51,7 @@ from seqsweep.urls import (
     resolve_db_url,
 )
 from seqsweep.version import __version__
-from seqsweep.vocab import OBJECTIVES, StudyStatus
+from seqsweep.vocab import OBJECTIVES, Sampler, StudyStatus
 
 #: The flags' defaults are the options' and the study settings' (one place each).
 _LAUNCH = LaunchOptions()
@@ -119,6 +119,21 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         choices=tuple(OBJECTIVES),
         help="the final metric that ranks trials (default: val_accuracy for "
         "classification, val_loss for regression)",
+    )
+    run.add_argument(
+        "--sampler",
+        choices=tuple(str(s) for s in Sampler),
+        default=str(_STUDY.sampler),
+        help="how trials' parameters are picked: random draws, scrambled Sobol points, or "
+        "every combination of a space of choices (grid), shuffled by the seed and capped at "
+        "--trials, or Optuna's TPE picking each trial from the finished ones (tpe) "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--in-flight",
+        type=bounded("in_flight"),
+        help="trials --sampler tpe keeps queued or running while it samples the next from "
+        "the finished ones (default: twice --local-workers, at least 4)",
     )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"
@@ -301,6 +316,7 @@ def _launch(args: argparse.Namespace) -> int:
         print(line, file=stream, flush=True)
 
     if args.detach:
+        refuse_detach(options)
         started = start_study(options, say=say)
         print(
             f"detached: study {started.study.name} has {len(started.queued)} queued trials; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.adaptive import AdaptiveSampler, default_in_flight
 from scheduler.data import load_dataset
 from scheduler.enqueue import enqueue_trials
 from scheduler.local_workers import LocalWorkers
@@ -18,7 +20,7 @@ from scheduler.options import LaunchOptions
 from scheduler.progress import Progress
 from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import StudyReport, study_report
-from scheduler.sampling import sample
+from scheduler.sampling import point_sampler
 from scheduler.space import default_space, load_space_file
 from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
@@ -47,6 +49,33 @@ class StartedStudy:
     added: list[int]
     queued: list[int]
     enqueued: int
+    #: Trials the study is to have.
+    target: int = 0
+    #: Picks trials as others finish (``--sampler tpe``); None: all were sampled at launch.
+    adaptive: AdaptiveSampler | None = None
+    in_flight: int = 0
+
+    def top_up(self) -> bool:
+        """Sample and send the next trials of an adaptive study; False once it is cancelled."""
+        if self.adaptive is None:
+            return True
+        if self.adaptive.top_up(self.store, self.study, self.target, self.in_flight) is None:
+            return False
+        self.store.send_unsent(
+            self.study.id, lambda numbers: enqueue_trials(self.app, self.study, numbers)
+        )
+        return True
+
+
+def refuse_detach(opts: LaunchOptions) -> None:
+    """``--detach`` with a sampler that must keep sampling while the study runs: one line."""
+    sampler = opts.settings.sampler
+    if sampler.is_adaptive:
+        raise UsageError(
+            f"--detach: --sampler {sampler} picks each trial from the finished ones, so launch "
+            "must keep running; run launch without --detach (e.g. under nohup or tmux), or "
+            "use --sampler random or sobol, which enqueue every trial at once"
+        )
 
 
 def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> StartedStudy:
@@ -68,6 +97,15 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     data = load_dataset(opts.data_file, opts.target, opts.task)
     settings = opts.study_settings(data)
     split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
+    adaptive = None
+    if settings.sampler.is_adaptive:
+        adaptive = AdaptiveSampler(space, settings.sampler, settings.ranking)
+        sampler = None
+        trials = opts.trials
+    else:
+        sampler = point_sampler(space, settings.sampler)
+        # A grid has as many trials as combinations, however many more --trials asks for.
+        trials = opts.trials if sampler.size is None else min(opts.trials, sampler.size)
     # Settings from the environment are read here, before anything is written: a bad
     # $SEQSWEEP_LEASE_S would otherwise make every worker reject every message.
     lease_seconds()
@@ -95,22 +133,37 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
         space=space.to_dict(),
         settings=settings.to_dict(),
         data=data,
-        trials=opts.trials,
-        sample=lambda seed, number: sample(space, seed, number),
+        # An adaptive study gets its trials one by one, from the finished ones.
+        trials=0 if sampler is None else trials,
+        sample=_never if sampler is None else sampler.sample,
         max_attempts=opts.max_attempts,
     )
+    in_flight = opts.in_flight or default_in_flight(opts.local_workers)
+    if adaptive is not None:  # the first window: random picks until trials finish
+        added = adaptive.top_up(store, study, trials, in_flight) or []
     queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
     # Only trials without a message get one: a rerun of a killed launch, or a
     # second launch of the same study, sends nothing twice.
     enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
     say(
-        f"study {study.name}: {opts.trials} trials ({len(added)} new, {len(queued)} queued, "
+        f"study {study.name}: {trials} trials{_capped(opts.trials, trials)} "
+        f"({len(added)} new, {len(queued)} queued, "
         f"{enqueued} sent to the broker), "
-        f"seed {study.seed}, {data.n_rows} rows x {data.n_features} features, "
+        f"{settings.sampler} sampler{f' ({in_flight} in flight)' if adaptive else ''}, "
+        f"seed {study.seed}, "
+        f"{data.n_rows} rows x {data.n_features} features, "
         f"{_task_text(data, opts.task)}, objective {settings.objective} "
         f"({settings.ranking.direction}); results in {mask_url(opts.db_url)}"
     )
-    return StartedStudy(store, app, study, added, queued, enqueued)
+    return StartedStudy(store, app, study, added, queued, enqueued, trials, adaptive, in_flight)
+
+
+def _never(seed: int, number: int) -> dict[str, Any]:
+    raise AssertionError("an adaptive study samples no trial up front")
+
+
+def _capped(asked: int, trials: int) -> str:
+    return "" if asked == trials else f" (every combination of the grid; --trials {asked})"
 
 
 def _task_text(data: Dataset, requested: str) -> str:
@@ -174,6 +227,9 @@ def _wait(
                 last_recovery = now
                 for line in recover_pass(store, started.app, study, watch).lines():
                     view.note(line)
+            if not started.top_up():
+                view.note(f"study {study.name} was cancelled; no more trials are sampled")
+                return
             counts = store.counts(study.id)
             top = store.top_trials(study.id, 1)
         except ConnectionFailedError as exc:
@@ -188,8 +244,11 @@ def _wait(
         metric = study.objective.metric
         value = top[0].metric(metric) if top else None
         best = None if value is None else (top[0].number, value)
-        view.update(counts, best, metric)
-        if counts.finished >= counts.total:
+        # An adaptive study's trials are not all sampled yet: show the whole study.
+        view.update(
+            dataclasses.replace(counts, total=max(counts.total, started.target)), best, metric
+        )
+        if counts.finished >= counts.total and counts.total >= started.target:
             return
         if workers is not None and (code := workers.exit_code()) is not None:
             # Celery's worker can die on a broker restart (kombu acks on a

@@ -64,6 +64,9 @@ class LaunchOptions:
     #: Worker processes ``launch`` starts here; 0 waits for remote workers.
     local_workers: int = field(default_factory=_cores)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: Trials an adaptive sampler keeps queued or running; None: twice the local
+    #: worker processes, at least 4 (``scheduler.adaptive.default_in_flight``).
+    in_flight: int | None = None
     #: Rows of the report's top-k table.
     top_k: int = 5
     poll_interval_s: float = 1.0
@@ -73,6 +76,8 @@ class LaunchOptions:
         check_study_name(self.study)
         for name in ("trials", "local_workers", "max_attempts", "top_k"):
             check_bounded(name, getattr(self, name))
+        if self.in_flight is not None:
+            check_bounded("in_flight", self.in_flight)
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)

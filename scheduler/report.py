@@ -17,7 +17,7 @@ from scheduler.importance import Importance, format_importance, hyperparameter_i
 from seqsweep.db import Counts, ResultStore, TrialRecord
 from seqsweep.settings import StudySettings
 from seqsweep.structure import Structure
-from seqsweep.vocab import OBJECTIVE, Objective, StudyStatus, Task
+from seqsweep.vocab import DEFAULT_SAMPLER, OBJECTIVE, Objective, Sampler, StudyStatus, Task
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 #: Rows of the top-k table that ``report`` shows unless told otherwise.
@@ -86,6 +86,8 @@ class StudyReport:
     task: Task = Task.CLASSIFICATION
     #: ``module:function`` of the user's build function (``--model``); None: built in.
     model: str | None = None
+    #: How the study's trials were picked (``--sampler``).
+    sampler: Sampler = DEFAULT_SAMPLER
 
     @property
     def best(self) -> TrialSummary | None:
@@ -100,6 +102,7 @@ class StudyReport:
             "study": self.study,
             "status": str(self.status),
             "seed": self.seed,
+            "sampler": str(self.sampler),
             "counts": self.counts.as_dict(),
             "best": None
             if best is None
@@ -127,6 +130,7 @@ def study_report(store: ResultStore, study_name: str, top_k: int = REPORT_TOP) -
         objective=settings.ranking,
         task=settings.task,
         model=settings.model,
+        sampler=settings.sampler,
     )
 
 

@@ -18,6 +18,10 @@ MAX_SEED = 2**63 - 1
 _SPLIT_KEY = 0x5EED
 #: Key of the packs' batch order; above every 32-bit trial number.
 _ORDER_KEY = 2**32
+#: Keys of the Sobol scrambling and of the grid's shuffle; above every trial number too.
+_SOBOL_KEY = 2**32 + 1
+_GRID_KEY = 2**32 + 2
+_ADAPTIVE_KEY = 2**32 + 3
 
 
 def fresh_study_seed() -> int:
@@ -28,6 +32,22 @@ def fresh_study_seed() -> int:
 def param_rng(study_seed: int, number: int, name: str) -> np.random.Generator:
     """Stream of parameter ``name`` of trial ``number``: adding a parameter moves no other."""
     return np.random.default_rng([study_seed, number, zlib.crc32(name.encode())])
+
+
+def sobol_rng(study_seed: int) -> np.random.Generator:
+    """Stream that scrambles a study's Sobol sequence (``--sampler sobol``)."""
+    return np.random.default_rng([study_seed, _SOBOL_KEY])
+
+
+def grid_rng(study_seed: int) -> np.random.Generator:
+    """Stream that shuffles a study's grid (``--sampler grid``)."""
+    return np.random.default_rng([study_seed, _GRID_KEY])
+
+
+def adaptive_seed(study_seed: int, number: int) -> int:
+    """Seed of the adaptive sampler that picks trial ``number``: with the same finished
+    trials in the DB, it picks the same parameters."""
+    return int(np.random.SeedSequence([study_seed, number, _ADAPTIVE_KEY]).generate_state(1)[0])
 
 
 def split_rng(study_seed: int) -> np.random.Generator:

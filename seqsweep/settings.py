@@ -15,7 +15,15 @@ from typing import Any
 from seqsweep.errors import UsageError
 from seqsweep.messages import QUEUE
 from seqsweep.urls import is_sqlite
-from seqsweep.vocab import DEFAULT_OBJECTIVE, OBJECTIVES, TASK_OBJECTIVES, Objective, Task
+from seqsweep.vocab import (
+    DEFAULT_OBJECTIVE,
+    DEFAULT_SAMPLER,
+    OBJECTIVES,
+    TASK_OBJECTIVES,
+    Objective,
+    Sampler,
+    Task,
+)
 
 #: Redis redelivers a message that is still unacknowledged after this long. It
 #: must exceed the longest hard time limit, or a long trial runs twice at once.
@@ -87,6 +95,7 @@ BOUNDS: dict[str, Bound] = {
     "local_workers": Bound("--local-workers", 0, 256, "use one per core; 0 for remote only"),
     "concurrency": Bound("--concurrency", 1, 256, "use one per core"),
     "max_attempts": Bound("--max-attempts", 1, 100, "use e.g. 3"),
+    "in_flight": Bound("--in-flight", 1, 10_000, "use about twice the worker processes"),
     "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),
     "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
 }
@@ -149,6 +158,8 @@ class StudySettings:
     #: of that module's source at launch; None: the built-in networks.
     model: str | None = None
     model_sha256: str | None = None
+    #: How trials' parameters are picked (``seqsweep.vocab.Sampler``).
+    sampler: Sampler = DEFAULT_SAMPLER
 
     def __post_init__(self) -> None:
         check_bounded("epochs", self.epochs)
@@ -168,6 +179,12 @@ class StudySettings:
                 f"--task: must be classification or regression, got {short_value(self.task)}"
             )
         object.__setattr__(self, "task", Task(self.task))
+        if self.sampler not in tuple(Sampler):
+            raise UsageError(
+                f"--sampler {short_value(self.sampler)}: must be one of "
+                f"{', '.join(Sampler)}; random is the default"
+            )
+        object.__setattr__(self, "sampler", Sampler(self.sampler))
         allowed = TASK_OBJECTIVES[self.task]
         if self.objective not in allowed:
             raise UsageError(
@@ -185,7 +202,7 @@ class StudySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""
-        return {**dataclasses.asdict(self), "task": str(self.task)}
+        return {**dataclasses.asdict(self), "task": str(self.task), "sampler": str(self.sampler)}
 
     @property
     def ranking(self) -> Objective:

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     #: Keras' own default for AdamW.
     "weight_decay": 0.004,
 }
+#: Parameters whose value decides which others a trial uses (see :func:`active_params`).
+CONDITIONS = ("n_layers", "optimizer")
 #: SGD is plain SGD with this momentum (not searched).
 SGD_MOMENTUM = 0.9
 

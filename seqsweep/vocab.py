@@ -69,6 +69,29 @@ class Objective:
         return {"name": self.metric, "direction": str(self.direction), "value": value}
 
 
+class Sampler(StrEnum):
+    """How ``launch`` picks each trial's parameters (``--sampler``)."""
+
+    #: Independent draws: trial *n* is a pure function of (seed, *n*); the article's method.
+    RANDOM = "random"
+    #: Scrambled Sobol points: also a pure function of (seed, *n*), spread more evenly.
+    SOBOL = "sobol"
+    #: Every combination of a space of choices, shuffled by the seed.
+    GRID = "grid"
+    #: Optuna's TPE: each trial is sampled from the finished ones while the study runs.
+    TPE = "tpe"
+
+    @property
+    def is_adaptive(self) -> bool:
+        """True for a sampler that needs finished trials, so launch samples as they finish."""
+        return self is Sampler.TPE
+
+
+#: The sampler of a study launched without ``--sampler`` (and of studies stored before
+#: samplers existed).
+DEFAULT_SAMPLER = Sampler.RANDOM
+
+
 class Task(StrEnum):
     """What a study's network predicts: a class (softmax) or a number (linear output)."""
 

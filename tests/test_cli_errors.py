@@ -80,6 +80,10 @@ CASES = [
     ),
     (["--objective", "val_mae"], "a classification study can optimize val_accuracy"),
     (["--objective", "r2"], "--objective: invalid choice: 'r2'"),
+    (["--sampler", "bayes"], "--sampler: invalid choice: 'bayes'"),
+    (["--sampler", "tpe", "--detach"], "--detach: --sampler tpe picks each trial from the"),
+    (["--sampler", "tpe", "--in-flight", "0"], "--in-flight: must be an integer in [1, 10000]"),
+    (["--sampler", "grid"], "--sampler grid: dropout_rate1 is continuous (uniform in [0.0, 0.5])"),
     (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
     (
         ["--data", "one.csv", "--target", "label", "--task", "regression"],
@@ -407,9 +411,10 @@ def test_unreachable_db_on_launch_fails_fast_and_masks_password(tmp_path: Path) 
     [
         (["--space", "other.yaml"], "different search space"),
         (["--data", "other.csv"], "different dataset"),
-        (["--epochs", "3"], "different settings"),
+        (["--epochs", "3"], "different settings (epochs: stored 10, given 3)"),
+        (["--sampler", "sobol"], "different settings (sampler: stored random, given sobol)"),
     ],
-    ids=["space", "dataset", "settings"],
+    ids=["space", "dataset", "settings", "sampler"],
 )
 def test_study_name_reused_with_other_inputs_is_refused(
     tmp_path: Path, change: list[str], difference: str
@@ -542,3 +547,25 @@ def test_a_failing_broker_check_leaves_no_results_db(tmp_path: Path) -> None:
     )
     _assert_one_line_error(proc, "cannot reach broker redis://127.0.0.1:1/0")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_grid_launch_has_each_combination_once_capped_at_trials(tmp_path: Path) -> None:
+    (tmp_path / "grid.yaml").write_text(
+        "n_layers: {type: choice, values: [1, 2]}\n"
+        "dense_units1: {type: choice, values: [8, 16]}\n"
+        "dense_units2: {type: choice, values: [8, 16]}\n"
+        "learning_rate: {type: choice, values: [0.01, 0.001]}\n"
+    )
+    base = ["scheduler", "launch", "--detach", "--db", DB, "--broker", BROKER, "--seed", "4"]
+    base += ["--local-workers", "0", "--space", "grid.yaml", "--sampler", "grid"]
+    first = run_cli(*base, "--trials", "100", cwd=tmp_path, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "study default: 12 trials (every combination of the grid; --trials 100)" in first.stdout
+    # A relaunch with fewer trials adds none and drops none.
+    assert run_cli(*base, "--trials", "5", cwd=tmp_path, timeout=60).returncode == 0
+    with sqlite3.connect(tmp_path / "results.db") as con:
+        rows = con.execute("SELECT number, params FROM trials ORDER BY number").fetchall()
+    # 2 one-layer networks and 4 two-layer ones, times 2 learning rates.
+    assert [n for n, _ in rows] == list(range(12))
+    assert len({p for _, p in rows}) == 12
+    assert {len(json.loads(p)) for _, p in rows} == {3, 4}  # dense_units2 only with 2 layers

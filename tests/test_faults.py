@@ -336,6 +336,27 @@ def test_killed_launch_reruns_without_sending_anything_twice(
     assert _messages_sent(home / "b.db") == 8
 
 
+def test_killed_tpe_launch_resumes_from_the_db(home: Path, embedded: dict[str, str]) -> None:
+    args = ["--trials", "6", "--local-workers", "1", "--study", "tpe", "--sampler", "tpe"]
+    args += ["--in-flight", "2", "--seed", "3", *TINY, *_urls(embedded)]
+    first = launch(home, "first", *args)
+    wait_until(lambda: _succeeded(embedded["db"]) >= 2, 180, "2 succeeded trials")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    wait_until(lambda: not _worker_nodes_in(home), 60, "the orphaned workers to exit")
+    before = rows(embedded["db"], "SELECT number, params FROM trials ORDER BY number")
+    assert 2 <= len(before) < 6  # a window of 2 in flight, not the whole study up front
+
+    again = run_cli("scheduler", "launch", *args, cwd=home)
+    assert again.returncode == 0, again.stderr
+    assert "tpe sampler (2 in flight)" in again.stdout
+    _assert_each_trial_counted_once(embedded["db"], 6)
+    # The trials sampled before the kill are kept as they were, and none is sent twice.
+    after = rows(embedded["db"], "SELECT number, params FROM trials ORDER BY number")
+    assert after[: len(before)] == before
+    assert _messages_sent(home / "b.db") == 6
+
+
 def test_two_launches_of_one_study_at_once(home: Path, embedded: dict[str, str]) -> None:
     # No --seed: the second launch must adopt the seed the first one stored.
     args = ["--trials", "8", "--local-workers", "1", "--study", "twice", *TINY, *_urls(embedded)]

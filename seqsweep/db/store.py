@@ -250,6 +250,38 @@ class ResultStore(TrialLifecycle, StudyOverview):
     ) -> list[int]:
         return self._insert_trials(conn, [self._trial_row(study, n, sample) for n in numbers])
 
+    def add_trials(self, study_id: int, params: Mapping[int, Mapping[str, Any]]) -> list[int]:
+        """Add queued trials ``{number: params}`` to a study; return the numbers added.
+
+        For samplers that pick each trial from the finished ones. A number that exists
+        keeps its row (a concurrent launch got there first); a cancelled study gets
+        nothing; a study that a worker marked completed between two trials runs again.
+        """
+        with self.session() as conn:
+            status = conn.execute(
+                select(studies.c.status).where(studies.c.id == study_id)
+            ).scalar_one()
+            if status == StudyStatus.CANCELLED:
+                return []
+            rows = [
+                {
+                    "study_id": study_id,
+                    "number": number,
+                    "params": dict(values),
+                    "status": TrialStatus.QUEUED,
+                    "attempts": 0,
+                }
+                for number, values in params.items()
+            ]
+            added = self._insert_trials(conn, rows)
+            if added:
+                conn.execute(
+                    update(studies)
+                    .where(studies.c.id == study_id, studies.c.status == StudyStatus.COMPLETED)
+                    .values(status=StudyStatus.RUNNING)
+                )
+        return added
+
     @staticmethod
     def _numbers(conn: Connection, study_id: int) -> set[int]:
         found = conn.execute(select(trials.c.number).where(trials.c.study_id == study_id))
@@ -398,8 +430,15 @@ def _check_same(
     if study.dataset_hash != dataset_hash:
         differences.append("dataset")
     # Settings added since the study was stored (task, objective) compare as their defaults.
-    if StudySettings.from_dict(study.settings) != StudySettings.from_dict(dict(settings)):
-        differences.append("settings")
+    stored = StudySettings.from_dict(study.settings).to_dict()
+    given = StudySettings.from_dict(dict(settings)).to_dict()
+    changed = [
+        f"{key}: stored {stored[key]}, given {given[key]}"
+        for key in stored
+        if stored[key] != given[key]
+    ]
+    if changed:
+        differences.append(f"settings ({'; '.join(changed)})")
     if study.seed != seed:
         differences.append(f"seed (stored {study.seed}, given {seed})")
     if differences:

@@ -1,0 +1,134 @@
+"""Adaptive sampling (``--sampler tpe``): picks from finished trials, state rebuilt from the DB."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import pytest
+
+from scheduler.adaptive import AdaptiveSampler, default_in_flight
+from scheduler.data import synthetic_dataset
+from scheduler.sampling import sample
+from scheduler.space import SearchSpace
+from seqsweep.db import EpochRecord, ResultStore, TrialResult
+from seqsweep.errors import UsageError
+from seqsweep.settings import StudySettings
+from seqsweep.vocab import OBJECTIVES, Sampler, TrialStatus
+
+SPACE = SearchSpace.from_dict(
+    {
+        "n_layers": {"type": "choice", "values": [1, 2]},
+        "dense_units1": {"type": "choice", "values": [8, 16]},
+        "dense_units2": {"type": "choice", "values": [8, 16]},
+        "dropout_rate": {"type": "uniform", "low": 0.0, "high": 0.5},
+        "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
+    }
+)
+BEST_RATE = 3e-3
+
+
+def _accuracy(params: dict[str, Any]) -> float:
+    """A made-up objective, best at learning_rate 3e-3."""
+    return 0.9 - 0.1 * abs(math.log10(params["learning_rate"] / BEST_RATE))
+
+
+def _study(url: str) -> tuple[ResultStore, Any]:
+    store = ResultStore(url)
+    settings = StudySettings(epochs=1, sampler=Sampler.TPE).to_dict()
+    study, added = store.create_study(
+        "tpe",
+        seed=5,
+        fresh_seed=1,
+        space=SPACE.to_dict(),
+        settings=settings,
+        data=synthetic_dataset(n_rows=60),
+        trials=0,
+        sample=lambda seed, number: {},
+        max_attempts=3,
+    )
+    assert added == []
+    return store, study
+
+
+def _finish_queued(store: ResultStore, study: Any) -> None:
+    for number in store.numbers_in_state(study.id, TrialStatus.QUEUED):
+        claimed = store.claim(study.id, number, "w", lease_s=60)
+        assert claimed is not None
+        acc = _accuracy(claimed.params)
+        store.finish_trial(
+            claimed,
+            TrialResult(
+                val_loss=1 - acc,
+                val_accuracy=acc,
+                test_loss=1 - acc,
+                test_accuracy=acc,
+                duration_s=0.1,
+                device="cpu",
+                epochs=(EpochRecord(1, 1 - acc, acc, 1 - acc, acc),),
+                metrics={"val_accuracy": acc, "val_loss": 1 - acc},
+            ),
+        )
+
+
+def test_tpe_keeps_a_window_in_flight_learns_and_resumes_from_the_db(sqlite_url: str) -> None:
+    store, study = _study(sqlite_url)
+    tpe = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
+    assert tpe.top_up(store, study, target=30, in_flight=4) == [0, 1, 2, 3]
+    assert store.numbers_in_state(study.id, TrialStatus.QUEUED) == [0, 1, 2, 3]
+    assert tpe.top_up(store, study, target=30, in_flight=4) == []  # the window is full
+    assert store.counts(study.id).total == 4
+    while store.counts(study.id).total < 30:
+        _finish_queued(store, study)
+        tpe.top_up(store, study, target=30, in_flight=4)
+    _finish_queued(store, study)
+    tpe.top_up(store, study, target=30, in_flight=4)
+    trials = store.get_trials(study.id)
+    assert [t.number for t in trials] == list(range(30))  # each once, never past the target
+    assert all(t.status == TrialStatus.SUCCEEDED for t in trials)
+    for t in trials:  # conditional: a second layer's units only with a second layer
+        assert ("dense_units2" in t.params) == (t.params["n_layers"] == 2)
+
+    def miss(params: list[dict[str, Any]]) -> float:
+        return sum(abs(math.log10(p["learning_rate"] / BEST_RATE)) for p in params) / len(params)
+
+    # TPE's first 10 picks are random; its last ones home in on the best rate.
+    randomly = miss([sample(SPACE, 5, n) for n in range(200)])  # about 1.06 decades
+    assert miss([t.params for t in trials[-10:]]) < 0.6 * randomly
+
+    # A relaunch after the scheduler was killed: a new sampler reads the DB and picks
+    # what the old one would have picked; the finished trials are what it learns from.
+    fresh = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
+    assert fresh.pick(study.seed, 30, trials) == tpe.pick(study.seed, 30, trials)
+    assert fresh.pick(study.seed, 30, trials) != fresh.pick(study.seed, 30, [])
+    assert fresh.top_up(store, study, target=32, in_flight=4) == [30, 31]
+    assert store.numbers_in_state(study.id, TrialStatus.QUEUED) == [30, 31]
+    picked = store.get_trials(study.id, [30])[0].params
+    assert picked == tpe.pick(study.seed, 30, trials)
+
+
+def test_cancelled_study_gets_no_more_trials(sqlite_url: str) -> None:
+    store, study = _study(sqlite_url)
+    tpe = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
+    tpe.top_up(store, study, target=10, in_flight=4)
+    store.cancel(study.id)
+    assert tpe.top_up(store, study, target=10, in_flight=8) is None
+    assert store.counts(study.id).total == 4
+
+
+def test_report_names_the_sampler(sqlite_url: str) -> None:
+    from scheduler.report import study_report
+
+    store, study = _study(sqlite_url)
+    assert study_report(store, study.name).as_dict()["sampler"] == "tpe"
+
+
+def test_default_window_is_twice_the_workers_at_least_four() -> None:
+    assert [default_in_flight(n) for n in (0, 1, 2, 3, 8)] == [4, 4, 4, 6, 16]
+
+
+def test_without_optuna_tpe_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(UsageError, match=r'^--sampler tpe needs Optuna: pip install "seqsweep'):
+        AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
