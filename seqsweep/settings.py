@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seqsweep.errors import UsageError
@@ -50,6 +51,19 @@ WITNESS_ENV = "SEQSWEEP_WITNESS_FILE"
 #: value below the longest trial makes Redis hand running trials out again
 #: (harmless, since the claim refuses them, but wasteful).
 VISIBILITY_ENV = "SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S"
+#: Folder of ``report``'s importance cache (default: ``$XDG_CACHE_HOME/seqsweep``,
+#: else ``~/.cache/seqsweep``). Only speed depends on it; it can always be deleted.
+CACHE_ENV = "SEQSWEEP_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The folder of seqsweep's caches (it may not exist yet)."""
+    if folder := os.environ.get(CACHE_ENV, "").strip():
+        return Path(folder)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "seqsweep"
+
+
 #: Default retry budget of a trial whose worker vanished (``--max-attempts``).
 DEFAULT_MAX_ATTEMPTS = 3
 
