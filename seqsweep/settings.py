@@ -64,6 +64,9 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "seqsweep"
 
 
+#: ``python -m worker --gpus`` hands its pool processes the GPU indices (``0,2``) here;
+#: each pool process pins one of them through ``CUDA_VISIBLE_DEVICES``.
+GPUS_ENV = "SEQSWEEP_GPUS"
 #: Default retry budget of a trial whose worker vanished (``--max-attempts``).
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -100,6 +103,7 @@ BOUNDS: dict[str, Bound] = {
     "pack_size": Bound("--pack-size", 1, 256, "use --pack-size 1 to turn packing off, or 32"),
     "local_workers": Bound("--local-workers", 0, 256, "use one per core; 0 for remote only"),
     "concurrency": Bound("--concurrency", 1, 256, "use one per core"),
+    "per_gpu": Bound("--per-gpu", 1, 64, "use 1, or a few for small models"),
     "max_attempts": Bound("--max-attempts", 1, 100, "use e.g. 3"),
     "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),
     "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
