@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.data import TASKS
-from scheduler.export import export_best, format_export
-from scheduler.launch import launch, refuse_detach, start_study
 from scheduler.options import DEFAULT_STUDY, LaunchOptions, flag_names
 from scheduler.optuna_export import (
     DEFAULT_INTERVAL_S,
@@ -22,8 +20,6 @@ from scheduler.optuna_export import (
     MIN_INTERVAL_S,
     OptunaExport,
 )
-from scheduler.progress import Progress
-from scheduler.recovery import recover
 from scheduler.report import REPORT_TOP, StudyReport, format_csv, format_report, study_report
 from scheduler.status import (
     cancel_study,
@@ -306,7 +302,12 @@ def _one_study(
     return positional if positional is not None else flag
 
 
+# Each command imports what only it needs: Celery, the broker and the launch machinery
+# are a good part of a report's start-up, which a report on 10,000 trials cannot afford.
 def _launch(args: argparse.Namespace) -> int:
+    from scheduler.launch import launch, refuse_detach, start_study
+    from scheduler.progress import Progress
+
     interrupt_on_termination()  # a killed launch must still stop its local workers
     options = launch_options(args)
     # With --format json, stdout carries only the report; progress goes to stderr.
@@ -349,7 +350,8 @@ def _existing_store(args: argparse.Namespace) -> ResultStore:
 
 def _report(args: argparse.Namespace) -> int:
     store = _existing_store(args)
-    report = study_report(store, args.study, args.top)
+    shows_importance = args.format != "csv" or args.html is not None
+    report = study_report(store, args.study, args.top, importance=shows_importance)
     if args.html is not None:
         from scheduler.html_report import write_html_report  # plotly: 0.3 s to import
 
@@ -375,6 +377,8 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from scheduler.export import export_best, format_export
+
     store = _existing_store(args)
     _emit(export_best(store, args.study, args.out, args.trial), args.format, format_export)
     return 0
@@ -402,6 +406,8 @@ def _export_optuna(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
+    from scheduler.recovery import recover
+
     reports = recover(_existing_store(args), resolve_broker_url(args.broker), args.study)
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in reports], indent=2))

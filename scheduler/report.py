@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from scheduler.importance import Importance, format_importance, hyperparameter_importance
+from scheduler.importance import Importance, format_importance
+from scheduler.importance_cache import cached_importance
 from seqsweep.db import Counts, ResultStore, TrialRecord
 from seqsweep.settings import StudySettings
 from seqsweep.structure import Structure
@@ -116,17 +117,27 @@ class StudyReport:
         }
 
 
-def study_report(store: ResultStore, study_name: str, top_k: int = REPORT_TOP) -> StudyReport:
-    """The report of ``study_name``; its ``top`` is ranked by :func:`seqsweep.db.sql.best_first`."""
+def study_report(
+    store: ResultStore, study_name: str, top_k: int = REPORT_TOP, *, importance: bool = True
+) -> StudyReport:
+    """The report of ``study_name``; its ``top`` is ranked by :func:`seqsweep.db.sql.best_first`.
+
+    ``importance=False`` leaves the ranking out (None), for output that does not show it;
+    otherwise it comes from :mod:`scheduler.importance_cache`.
+    """
     study = store.require_study(study_name)
     settings = StudySettings.from_dict(study.settings)
+    ranking = None
+    if importance:
+        trials = store.get_trials(study.id)
+        ranking = cached_importance(store.url, study.id, trials, settings.objective)
     return StudyReport(
         study=study.name,
         status=study.status,
         seed=study.seed,
         counts=store.counts(study.id),
         top=tuple(TrialSummary.of(t) for t in store.top_trials(study.id, top_k)),
-        importance=hyperparameter_importance(store.get_trials(study.id), settings.objective),
+        importance=ranking,
         objective=settings.ranking,
         task=settings.task,
         model=settings.model,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seqsweep.errors import UsageError
@@ -58,6 +59,22 @@ WITNESS_ENV = "SEQSWEEP_WITNESS_FILE"
 #: value below the longest trial makes Redis hand running trials out again
 #: (harmless, since the claim refuses them, but wasteful).
 VISIBILITY_ENV = "SEQSWEEP_REDIS_VISIBILITY_TIMEOUT_S"
+#: Folder of ``report``'s importance cache (default: ``$XDG_CACHE_HOME/seqsweep``,
+#: else ``~/.cache/seqsweep``). Only speed depends on it; it can always be deleted.
+CACHE_ENV = "SEQSWEEP_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The folder of seqsweep's caches (it may not exist yet)."""
+    if folder := os.environ.get(CACHE_ENV, "").strip():
+        return Path(folder)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "seqsweep"
+
+
+#: ``python -m worker --gpus`` hands its pool processes the GPU indices (``0,2``) here;
+#: each pool process pins one of them through ``CUDA_VISIBLE_DEVICES``.
+GPUS_ENV = "SEQSWEEP_GPUS"
 #: Default retry budget of a trial whose worker vanished (``--max-attempts``).
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -94,6 +111,7 @@ BOUNDS: dict[str, Bound] = {
     "pack_size": Bound("--pack-size", 1, 256, "use --pack-size 1 to turn packing off, or 32"),
     "local_workers": Bound("--local-workers", 0, 256, "use one per core; 0 for remote only"),
     "concurrency": Bound("--concurrency", 1, 256, "use one per core"),
+    "per_gpu": Bound("--per-gpu", 1, 64, "use 1, or a few for small models"),
     "max_attempts": Bound("--max-attempts", 1, 100, "use e.g. 3"),
     "in_flight": Bound("--in-flight", 1, 10_000, "use about twice the worker processes"),
     "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),

@@ -34,6 +34,20 @@ REDIS_URL = os.environ.get("SEQSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Reports (and the commands the tests start) cache importance here, not in ~/.cache."""
+    from seqsweep.settings import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 def require(service: str, problem: str) -> None:
     """Fail under CI, skip elsewhere: a missing service is a broken CI machine."""
     message = f"{service} is needed for this test: {problem}"

@@ -30,6 +30,18 @@ def test_services_and_secrets() -> None:
     assert services["scheduler"]["restart"] == "no"
 
 
+def test_gpu_worker_profile_reserves_the_gpus_and_pins_them() -> None:
+    gpu = yaml.safe_load(COMPOSE.read_text())["services"]["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]  # a plain `up` starts no GPU worker
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    command = gpu["command"]
+    assert command[:3] == ["python", "-m", "worker"]
+    assert command[command.index("--gpus") + 1] == "${WORKER_GPUS:-all}"
+    assert gpu["environment"]["SEQSWEEP_BROKER_URL"].startswith("redis://redis:6379/")
+    assert not any("://" in str(arg) for arg in command)
+
+
 def _compose_client() -> list[str] | None:
     docker = shutil.which("docker")
     if (
@@ -48,7 +60,7 @@ def test_compose_config_is_valid() -> None:
     client = _compose_client()
     if client is None:
         pytest.skip("no Compose client (docker compose or docker-compose) on this machine")
-    for extra in ([], ["--profile", "scheduler"]):
+    for extra in ([], ["--profile", "scheduler"], ["--profile", "gpu"]):
         proc = subprocess.run(
             [*client, *extra, "config", "-q"],
             cwd=REPO,

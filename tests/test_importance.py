@@ -99,3 +99,41 @@ def test_an_absent_conditional_parameter_takes_no_credit_for_the_depth() -> None
     shares = {p.name: p.share for p in importance.params}
     assert importance.params[0].name == "n_layers" and shares["n_layers"] > 0.8, importance
     assert shares["dense_units3"] < 0.1, importance
+
+
+def test_the_cache_serves_the_same_ranking_until_a_result_changes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from scheduler import importance_cache
+    from seqsweep.settings import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    ranked = []
+    real = importance_cache.hyperparameter_importance
+    monkeypatch.setattr(
+        importance_cache,
+        "hyperparameter_importance",
+        lambda *a: ranked.append(1) or real(*a),  # type: ignore[func-returns-value]
+    )
+    trials = _trials(40, lambda p: 0.6 + p["dense_units"] / 1000)
+    first = importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy")
+    again = importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy")
+    assert first is not None and again == first and len(ranked) == 1
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.stat().st_mode & 0o077 == 0
+
+    # A new result, a changed value, another objective or another study: ranked anew.
+    more = [*trials, dataclasses.replace(trials[0], id=99, number=99)]
+    changed = [dataclasses.replace(trials[0], val_accuracy=0.1), *trials[1:]]
+    importance_cache.cached_importance("sqlite:///r.db", 1, more, "val_accuracy")
+    importance_cache.cached_importance("sqlite:///r.db", 1, changed, "val_accuracy")
+    importance_cache.cached_importance("sqlite:///r.db", 1, changed, "val_loss")
+    importance_cache.cached_importance("sqlite:///r.db", 2, changed, "val_loss")
+    assert len(ranked) == 5
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one file per study
+
+    cached.write_text("{not json")  # a damaged cache costs a ranking, never an error
+    assert importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy") == first
+    assert len(ranked) == 6

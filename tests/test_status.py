@@ -286,3 +286,28 @@ def test_a_detached_study_completes_with_no_launch_waiting(tmp_path: Path) -> No
     detail = json.loads(shown.stdout)
     assert detail["status"] == "completed"
     assert detail["counts"]["succeeded"] == 3 and detail["counts"]["total"] == 3
+
+
+def test_report_csv_ranks_no_importance_and_table_caches_it(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler import cli, importance_cache
+
+    store = ResultStore(sqlite_url)
+    study, _ = _create(store, 10, name="a")
+    for number in range(10):
+        assert store.finish_trial(_claim(store, study.id, number), _result(0.5 + number / 100))
+    ranked: list[int] = []
+    real = importance_cache.hyperparameter_importance
+
+    def counted(*args: object) -> object:
+        ranked.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importance_cache, "hyperparameter_importance", counted)
+    report = ["report", "--study", "a", "--db", sqlite_url]
+    assert cli.main([*report, "--format", "csv"]) == 0
+    assert ranked == []  # CSV shows no ranking, so none is computed
+    assert cli.main(report) == 0 and cli.main(report) == 0
+    assert ranked == [1]  # the second table report reads the cache
+    assert capsys.readouterr().out.count("hyperparameter importance (") == 2

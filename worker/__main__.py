@@ -31,6 +31,7 @@ from seqsweep.urls import (
 )
 from seqsweep.version import __version__
 from worker.config import worker_config
+from worker.gpus import machine_gpus, parse_gpus, share_gpus
 
 #: Celery's log levels.
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
@@ -55,8 +56,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency",
         type=bounded("concurrency"),
-        default=min(os.cpu_count() or 1, BOUNDS["concurrency"].high),
-        help="trials trained at once, one pool process each (default: cores)",
+        help="trials trained at once, one pool process each (default: cores; with --gpus: "
+        "the GPUs times --per-gpu)",
+    )
+    parser.add_argument(
+        "--gpus",
+        metavar="all|0,2",
+        help="pin pool processes one GPU each, through CUDA_VISIBLE_DEVICES: all GPUs, or "
+        "these indices (as nvidia-smi numbers them)",
+    )
+    parser.add_argument(
+        "--per-gpu",
+        type=bounded("per_gpu"),
+        metavar="K",
+        help="with --gpus: pool processes per GPU (default: 1)",
     )
     parser.add_argument("--loglevel", default="INFO", help="Celery log level (default: INFO)")
     parser.add_argument("--logfile", help="write the worker log here instead of stderr")
@@ -105,6 +118,7 @@ def _start(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--loglevel {short_value(args.loglevel)}: use one of {', '.join(_LOG_LEVELS)}"
         )
+    concurrency = _concurrency(args)
     if args.logfile:  # checked (and created private, never through a symlink) up front
         os.close(open_log(Path(args.logfile)))
     # Validate, create or migrate the schema, then drop the engine: pool
@@ -114,7 +128,7 @@ def _start(args: argparse.Namespace) -> int:
     # where `ps` would show a password to every user of the machine.
     os.environ[DB_ENV] = db_url
     os.environ[BROKER_ENV] = broker_url
-    _share_cores(args.concurrency)
+    _share_cores(concurrency)
     worker_config()  # a bad $SEQSWEEP_LEASE_S stops the node here, in one line
     _stop_with_launch(stop_grace_seconds())
 
@@ -125,7 +139,7 @@ def _start(args: argparse.Namespace) -> int:
     celery_args = [
         "worker",
         "--pool=prefork",
-        f"--concurrency={args.concurrency}",
+        f"--concurrency={concurrency}",
         f"--loglevel={args.loglevel}",
         f"--queues={QUEUE}",
         f"--hostname=seqsweep-{os.getpid()}@%h",
@@ -135,6 +149,31 @@ def _start(args: argparse.Namespace) -> int:
         celery_args.append(f"--logfile={args.logfile}")
     app.worker_main(celery_args)
     return 0
+
+
+def _concurrency(args: argparse.Namespace) -> int:
+    """Pool processes to start; with ``--gpus``, K per GPU, handed their GPUs (worker.gpus)."""
+    if args.gpus is None:
+        if args.per_gpu is not None:
+            raise UsageError("--per-gpu needs --gpus: e.g. --gpus all --per-gpu 2")
+        if args.concurrency is not None:
+            return int(args.concurrency)
+        return min(os.cpu_count() or 1, BOUNDS["concurrency"].high)
+    if args.concurrency is not None:
+        raise UsageError(
+            "--concurrency and --gpus both set the pool size; with --gpus use --per-gpu K"
+        )
+    gpus = parse_gpus(args.gpus, machine_gpus())
+    per_gpu = 1 if args.per_gpu is None else int(args.per_gpu)
+    total = len(gpus) * per_gpu
+    bound = BOUNDS["concurrency"]
+    if total > bound.high:
+        raise UsageError(
+            f"--gpus {args.gpus} --per-gpu {per_gpu}: {total} pool processes, more than "
+            f"{bound.high}; lower --per-gpu"
+        )
+    share_gpus(gpus)
+    return total
 
 
 def _stop_with_launch(grace_s: float) -> None:

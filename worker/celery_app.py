@@ -6,6 +6,7 @@ imports this package before it puts its ``--broker`` into the environment.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals
@@ -13,8 +14,20 @@ from celery import signals
 from seqsweep.broker import make_app
 from seqsweep.settings import celery_config
 from seqsweep.urls import resolve_broker_url
+from worker.gpus import pin_pool_process
 
 app = make_app(lambda: resolve_broker_url(None), main="worker", include=["worker.tasks"])
+
+
+@signals.worker_process_init.connect
+def _pin_gpu(**_: Any) -> None:
+    """Under ``--gpus``, show this pool process its one GPU before it imports a backend."""
+    from billiard.process import current_process
+
+    index = getattr(current_process(), "index", 0) or 0
+    gpu = pin_pool_process(index)
+    if gpu is not None:
+        logging.getLogger(__name__).info("pool process %d pinned to GPU %d", index, gpu)
 
 
 @signals.worker_init.connect

@@ -7,6 +7,7 @@ does before forking) never initialises TensorFlow.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -313,21 +314,33 @@ def _check_finite(history: dict[str, list[float]]) -> None:
 
 
 def current_device() -> str:
-    """Name the device Keras trains on: ``cpu`` or ``gpu:N``, whatever the backend."""
+    """Name the device Keras trains on: ``cpu`` or ``gpu:N``, whatever the backend.
+
+    ``N`` is the machine's index of the GPU (``nvidia-smi``'s), not the backend's: a
+    process pinned to GPU 2 through ``CUDA_VISIBLE_DEVICES`` sees it as its device 0.
+    """
     import keras
 
     backend = str(keras.backend.backend())
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu"
+        return gpu_name(0) if tf.config.list_logical_devices("GPU") else "cpu"
     if backend == "jax":
         import jax
 
         device = jax.devices()[0]
-        return "cpu" if device.platform == "cpu" else f"gpu:{device.id}"
+        return "cpu" if device.platform == "cpu" else gpu_name(device.id)
     if backend == "torch":
         import torch
 
-        return f"gpu:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        return gpu_name(torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
     return backend
+
+
+def gpu_name(visible: int) -> str:
+    """``gpu:N`` for the backend's GPU ``visible``: N maps through ``CUDA_VISIBLE_DEVICES``."""
+    shown = [p.strip() for p in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    if 0 <= visible < len(shown) and shown[visible].isdigit():
+        return f"gpu:{int(shown[visible])}"
+    return f"gpu:{visible}"  # not set, or GPUs named by UUID: the backend's own index
