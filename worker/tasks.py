@@ -73,7 +73,7 @@ def worker_id() -> str:
 #: who can write to the broker can set them, so a worker ignores them: the time limit
 #: comes from the study's stored settings (:func:`_time_limit`), and a trial runs when
 #: its message arrives. ``shadow`` renames the task and ``argsrepr`` fakes its arguments
-#: in the log.
+#: in the log and in Flower, so the request writes its own from the real arguments.
 UNTRUSTED_HEADERS = ("timelimit", "soft_time_limit", "time_limit", "eta", "countdown",
                      "expires", "shadow", "argsrepr", "kwargsrepr")  # fmt: skip
 
@@ -91,6 +91,18 @@ class TrustedRequest(Request):  # type: ignore[misc]
         kwargs["headers"] = headers
         super().__init__(message, *args, **kwargs)
         self.time_limits = (None, None)
+        # What Flower and task events show: the arguments the task will really get.
+        self._argsrepr = _bounded_repr(self._args)
+        self._kwargsrepr = _bounded_repr(self._kwargs)
+
+
+#: A trial message's arguments fit easily; anything longer came from someone else.
+ARGSREPR_MAX = 400
+
+
+def _bounded_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= ARGSREPR_MAX else f"{text[:ARGSREPR_MAX]}..."
 
 
 def _printable(text: str) -> str:
