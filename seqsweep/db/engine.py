@@ -11,6 +11,8 @@ inherited across one: see :func:`seqsweep.db.store.ResultStore.for_process`.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -83,14 +85,34 @@ def load_pg_driver_before_keras() -> None:
         import psycopg  # noqa: F401
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch to WAL, retrying a lock conflict for up to the busy timeout.
+
+    Changing the journal mode needs an exclusive lock, and SQLite can report
+    "database is locked" at once instead of calling the busy handler, e.g. while
+    another process closes the file's last connection (checkpointing and removing
+    its WAL). Two launches starting together on one new results DB met this once
+    in CI.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
