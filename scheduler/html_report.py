@@ -137,13 +137,15 @@ def _summary(report: StudyReport, created: datetime) -> str:
     return (
         f"<p>Status <b>{_e(report.status)}</b>; {c.total} trials ({_e(states)}); "
         f"study seed {report.seed}; created {created:%Y-%m-%d %H:%M}. "
-        f"Best means {_e(_best_means(report))}, then lowest val loss. Written {stamp}.</p>"
+        f"Best means {_e(_best_means(report))}. Written {stamp}.</p>"
     )
 
 
 def _best_means(report: StudyReport) -> str:
     how = "highest" if report.objective.direction is Direction.MAXIMIZE else "lowest"
-    return f"{how} {report.objective.metric.replace('_', ' ')}"
+    # Ties go to the lower val loss, which for a val-loss objective is the earlier trial.
+    ties = "earlier trial" if report.objective.metric == "val_loss" else "lowest val loss"
+    return f"{how} {report.objective.metric.replace('_', ' ')}, then the {ties}"
 
 
 def _best(best: TrialSummary | None) -> str:
