@@ -119,10 +119,10 @@ class PackedBatchNorm(keras.layers.Layer):
             self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
         else:
             mean, variance = self.moving_mean, self.moving_variance
-        return ops.batch_normalization(
-            inputs, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
-            epsilon=_BN_EPSILON,
-        )  # fmt: skip
+        # tf.nn.batch_normalization's own arithmetic, written out: the JAX backend's
+        # ops.batch_normalization takes only 1-D statistics, not one row per member.
+        inv = ops.rsqrt(variance + _BN_EPSILON) * self.gamma
+        return inputs * inv + (self.beta - mean * inv)
 
 
 class PackedDropout(keras.layers.Layer):
@@ -157,6 +157,11 @@ class PackedMetrics(keras.metrics.Metric):
         self.second = self.add_variable((members,), initializer="zeros", name="second")
         self.third = self.add_variable((members,), initializer="zeros", name="third")
         self.count = self.add_variable((), initializer="zeros", name="count")
+        #: The step's L2 penalty per member, set by the model's compute_loss: the JAX
+        #: trainer hands compute_metrics only the metrics' variables, not the kernels.
+        self.step_penalties = self.add_variable(
+            (members,), initializer="zeros", name="step_penalties"
+        )
 
     def update_state(
         self, y_true: Any, outputs: Any, penalties: Any = None, sample_weight: Any = None
@@ -261,10 +266,13 @@ class PackedModel(keras.Model):
         # Mean over rows per member, summed over members: member k's gradient is its own.
         loss = ops.sum(ops.mean(member_losses(y, y_pred, self.task == "regression"), axis=1))
         penalties = self.penalties()
+        if penalties is not None:
+            self.packed_metrics.step_penalties.assign(ops.stop_gradient(penalties))
         return loss if penalties is None else loss + ops.sum(penalties)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        self.packed_metrics.update_state(y, y_pred, self.penalties())
+        held = self.packed_metrics.step_penalties if any(self.l2) else None
+        self.packed_metrics.update_state(y, y_pred, held)
         return self.get_metrics_result()
 
 
