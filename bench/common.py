@@ -96,3 +96,17 @@ def machine() -> str:
     import platform
 
     return f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+
+
+def study_flops(data: Path, trials: int, epochs: int, batch_size: int) -> int:
+    """Training and evaluation FLOPs of the study's trials (``seqsweep.trial.flops``): the
+    naive loop's and seqsweep's, which train the same configurations."""
+    from scheduler.sampling import sample
+    from scheduler.space import default_space
+    from seqsweep.settings import StudySettings
+    from seqsweep.trial.flops import DataShape, trial_flops
+
+    settings = StudySettings(epochs=epochs, batch_size=batch_size)
+    shape = DataShape.of_splits(load_splits(data))
+    space = default_space()
+    return sum(trial_flops(sample(space, SEED, n), settings, shape) for n in range(trials))
