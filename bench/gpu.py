@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="default 100 (20 with --quick)")
     parser.add_argument("--epochs", type=int, help="default 10 (2 with --quick)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pack-size", default="32", help="of the packed row (default 32)")
+    parser.add_argument("--pack-size", default="auto", help="of the packed row (default auto)")
     parser.add_argument("--repeats", type=int, default=5, help="matmul timings per size")
     parser.add_argument("--quick", action="store_true", help="20 trials, 2 epochs")
     parser.add_argument("--run", choices=("naive", "matmul"), help=argparse.SUPPRESS)

@@ -299,10 +299,13 @@ def build_packed(
         members=members, dropout_seeds=dropout_seeds, task=task,
     )  # fmt: skip
     model(ops.zeros((1, n_features)))  # creates the weights
-    starts = [
-        _initial_weights(n_features, n_outputs, units, activations, batch_norm, task, seed)
-        for seed in seeds
-    ]
+    # One network built per distinct seed: --pack-size auto times packs of one trial's
+    # copies, up to 256 of them.
+    by_seed = {
+        seed: _initial_weights(n_features, n_outputs, units, activations, batch_norm, task, seed)
+        for seed in dict.fromkeys(seeds)
+    }
+    starts = [by_seed[seed] for seed in seeds]
     for i, layer in enumerate(_weighted(model)):
         for j, variable in enumerate(_variables(layer)):
             stacked = ops.stack([s[i][j] for s in starts])

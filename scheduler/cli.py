@@ -33,6 +33,7 @@ from seqsweep.cli_support import (
     OneLineParser,
     bounded,
     interrupt_on_termination,
+    pack_size_arg,
     run_cli,
 )
 from seqsweep.db import ResultStore
@@ -154,10 +155,11 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--pack-size",
-        type=bounded("pack_size"),
+        type=pack_size_arg,
         default=_STUDY.pack_size,
         help="trials of one shape a worker trains together as one computation; "
-        "1 turns packing off (default: %(default)s)",
+        "1 turns packing off; auto: each worker measures it per device and shape "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--local-workers",

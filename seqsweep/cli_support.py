@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from seqsweep.errors import SeqsweepError, UsageError
-from seqsweep.settings import BOUNDS, parse_bounded
+from seqsweep.settings import BOUNDS, parse_bounded, parse_pack_size
 from seqsweep.urls import BROKER_ENV, DB_ENV, mask_url
 
 #: Flags that take a URL, and the environment variable that takes it as well.
@@ -71,6 +71,17 @@ def bounded(name: str) -> Callable[[str], int]:
 
     parse.__name__ = BOUNDS[name].flag  # argparse names the type in its own errors
     return parse
+
+
+def pack_size_arg(text: str) -> int | str:
+    """The argparse type of ``--pack-size``: ``auto`` or an integer within its bounds."""
+    try:
+        return parse_pack_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError("must " + str(exc).split(" must ", 1)[-1]) from None
+
+
+pack_size_arg.__name__ = "--pack-size"  # argparse names the type in its own errors
 
 
 def interrupt_on_termination() -> None:

@@ -88,6 +88,15 @@ MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 
 
 DEFAULT_PACK_SIZE = 32
+#: ``--pack-size auto``: each worker process measures its own pack size per device and
+#: shape (``seqsweep.trial.autopack``); the study stores the word, not a number.
+PACK_SIZE_AUTO = "auto"
+#: The pack sizes ``auto`` times, smallest first, up to the bound of ``--pack-size``.
+AUTO_PACK_CANDIDATES = (1, 4, 16, 64, 256)
+#: ``auto`` stops growing the pack once one step of the next candidate costs a member
+#: more than this share of what it cost at the size before: past it, a larger pack
+#: mostly holds trials back that another worker process could start.
+AUTO_PACK_MIN_GAIN = 0.10
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,32 @@ def check_bounded(name: str, value: object) -> int:
     )
 
 
+def check_pack_size(value: object) -> int | str:
+    """Return ``value`` if it is ``"auto"`` or an integer within ``BOUNDS["pack_size"]``;
+    else one-line UsageError."""
+    if value == PACK_SIZE_AUTO:
+        return PACK_SIZE_AUTO
+    bound = BOUNDS["pack_size"]
+    if isinstance(value, int) and not isinstance(value, bool) and bound.low <= value <= bound.high:
+        return value
+    raise UsageError(
+        f"{bound.flag} must be {PACK_SIZE_AUTO} or an integer in [{bound.low}, {bound.high}], "
+        f"got {short_value(value)}; use --pack-size auto to measure it per device, 1 to turn "
+        "packing off, or 32"
+    )
+
+
+def parse_pack_size(text: str) -> int | str:
+    """Parse ``--pack-size``: ``auto`` or an integer within ``BOUNDS["pack_size"]``."""
+    if text.strip() == PACK_SIZE_AUTO:
+        return PACK_SIZE_AUTO
+    try:
+        value: object = int(text.strip())
+    except ValueError:  # not a number, or more digits than Python converts
+        value = text
+    return check_pack_size(value)
+
+
 def short_value(value: object) -> str:
     """``repr`` of a user's value, cut short: it may be huge (and Python refuses to print
     an integer of more than 4300 digits)."""
@@ -167,8 +202,9 @@ class StudySettings:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     trial_timeout_s: float = 3600.0
-    #: Trials of one shape a worker trains together as one computation; 1 turns packing off.
-    pack_size: int = DEFAULT_PACK_SIZE
+    #: Trials of one shape a worker trains together as one computation; 1 turns packing off;
+    #: ``"auto"``: each worker process measures it per device and shape.
+    pack_size: int | str = DEFAULT_PACK_SIZE
     task: Task = Task.CLASSIFICATION
     #: The final metric that ranks trials (``seqsweep.vocab.OBJECTIVES``).
     objective: str = DEFAULT_OBJECTIVE[Task.CLASSIFICATION]
@@ -191,7 +227,7 @@ class StudySettings:
                     f"setting {name}: must be in [{MIN_FRACTION}, 0.5), got "
                     f"{short_value(value)}; use e.g. 0.2"
                 )
-        check_bounded("pack_size", self.pack_size)
+        check_pack_size(self.pack_size)
         if self.task not in tuple(Task):
             raise UsageError(
                 f"--task: must be classification or regression, got {short_value(self.task)}"

@@ -30,6 +30,7 @@ from seqsweep.db import ClaimedTrial, ResultStore, TrialResult
 from seqsweep.errors import ConnectionFailedError, MessageError, TrialError
 from seqsweep.messages import TASK_NAME, TrialMessage, short_repr
 from seqsweep.settings import (
+    DEFAULT_PACK_SIZE,
     HARD_LIMIT_GRACE_S,
     MAX_TRIAL_TIMEOUT_S,
     WITNESS_ENV,
@@ -37,6 +38,7 @@ from seqsweep.settings import (
 )
 from seqsweep.trial import pack_key, study_splits, train
 from seqsweep.trial.alone import current_device
+from seqsweep.trial.autopack import auto_pack_size
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
@@ -161,16 +163,33 @@ def _partners(
     if shape is None:
         return []
     try:
+        size = _pack_size(store, lead, settings)
         return store.claim_partners(
             lead,
             worker_id(),
             lease_s=worker_config().lease_s,
-            limit=settings.pack_size - 1,
+            limit=size - 1,
             fits=lambda params: pack_key(params, settings) == shape,
         )
     except ConnectionFailedError as exc:  # the lead alone can still train
         log.warning("study %r: no pack partners this time: %s", lead.study_name, exc)
         return []
+
+
+def _pack_size(store: ResultStore, lead: ClaimedTrial, settings: StudySettings) -> int:
+    """The study's pack size, or with ``--pack-size auto`` this process's measured one for
+    the lead's shape (measured on its first pack, under the lead's lease)."""
+    if isinstance(settings.pack_size, int):
+        return settings.pack_size
+    try:
+        with Lease(store, [lead], worker_config().lease_s):
+            return auto_pack_size(lead.params, _splits(store, lead, settings), settings)
+    except ConnectionFailedError:
+        raise
+    except Exception:  # a failed measurement must not fail the trials: train them as usual
+        log.exception("study %r: --pack-size auto could not measure; packs of %d this time",
+                      lead.study_name, DEFAULT_PACK_SIZE)  # fmt: skip
+        return DEFAULT_PACK_SIZE
 
 
 def _train(

@@ -31,7 +31,7 @@ def pack_key(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...]
 
     Every built-in structure packs; a user's build function (``--model``) never does.
     """
-    if settings.pack_size <= 1 or settings.model is not None:
+    if settings.pack_size == 1 or settings.model is not None:
         return None
     return pack_shape(params, settings)
 
