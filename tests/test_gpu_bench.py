@@ -18,12 +18,15 @@ ROWS = ("naive", "seqsweep unpacked", "seqsweep packed")
 
 @pytest.mark.slow
 @pytest.mark.integration
+# Seven processes import Keras and JAX (matmul, naive loop, two launches, two workers
+# and their pool processes): past pytest's 300 s on a loaded 2-core machine.
+@pytest.mark.timeout(900)
 def test_the_gpu_bench_prints_every_row_with_numbers_on_the_cpu() -> None:
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
     for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL", "CUDA_VISIBLE_DEVICES"):
         env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--trials", "4", "--epochs", "1",
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--trials", "2", "--epochs", "1",
          "--rows", "400", "--repeats", "2", "--pack-size", "4"],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
@@ -36,7 +39,7 @@ def test_the_gpu_bench_prints_every_row_with_numbers_on_the_cpu() -> None:
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[header + 2 :]]
     assert [r[0] for r in rows] == list(ROWS)
     for name, trials, wall, per_min, vs, flops, memory, best in rows:
-        assert int(trials) == 4, name
+        assert int(trials) == 2, name
         assert float(wall) > 0 and float(per_min) > 0, name
         assert re.fullmatch(r"\d+\.\dx", vs), name
         gflops = re.fullmatch(r"([\d,]+\.\d) \(([\d.]+)%\)", flops)
