@@ -11,8 +11,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytest.importorskip("jax")
-
 ROWS = ("naive", "seqsweep unpacked", "seqsweep packed")
 
 
