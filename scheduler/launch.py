@@ -14,7 +14,7 @@ import numpy as np
 
 from scheduler.adaptive import AdaptiveSampler, default_in_flight
 from scheduler.data import load_dataset
-from scheduler.enqueue import enqueue_trials
+from scheduler.enqueue import enqueue_trials, send_order
 from scheduler.local_workers import LocalWorkers
 from scheduler.options import LaunchOptions
 from scheduler.progress import Progress
@@ -144,7 +144,11 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
     # Only trials without a message get one: a rerun of a killed launch, or a
     # second launch of the same study, sends nothing twice.
-    enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
+    enqueued = store.send_unsent(
+        study.id,
+        lambda numbers: enqueue_trials(app, study, numbers),
+        order=send_order(settings, data),
+    )
     say(
         f"study {study.name}: {trials} trials{_capped(opts.trials, trials)} "
         f"({len(added)} new, {len(queued)} queued, "

@@ -88,6 +88,15 @@ MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 
 
 DEFAULT_PACK_SIZE = 32
+#: A pack takes at most this share (1/N) of its study's queued FLOPs: the first worker
+#: to reach the heaviest shape takes half of what is queued, the next half of the rest,
+#: so every worker gets some of it. In a simulation of the default study on two workers,
+#: halves finished first among 1/2 to 1/8 (splitting finer costs the heavy packs more
+#: per trial than it saves at the end).
+PACK_SHARE_OF_QUEUE = 2
+#: ... but a pack of fewer FLOPs is never split: it trains in seconds, and narrow
+#: networks gain most from large packs (see README, "Where packing wins").
+PACK_UNSPLIT_FLOPS = 100 * 10**9
 
 
 @dataclass(frozen=True)
