@@ -38,6 +38,7 @@ from seqsweep.settings import (
 from seqsweep.trial import pack_key, study_splits, train
 from seqsweep.trial.alone import current_device
 from seqsweep.trial.cost import DataShape, pack_positions
+from worker import warm
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
@@ -130,6 +131,7 @@ def run_trial_task(self: Any, payload: Any) -> str:
         log.error("rejected malformed trial message %s: %s", short_repr(payload), exc)
         return Outcome.REJECTED
     config = worker_config()
+    warm.wait()  # before the claim: no lease runs out while the warm-up ends
     try:
         store = ResultStore.for_process(config.db_url)
         claimed = store.claim(
