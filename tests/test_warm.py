@@ -14,12 +14,12 @@ pytestmark = pytest.mark.integration
 def test_pool_processes_warm_up_with_no_trial_queued(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     broker = f"sqla+sqlite:///{tmp_path / 'b.db'}"
-    node = worker_node(tmp_path, "w", db, broker, concurrency=2)
+    node = worker_node(tmp_path, "w", db, broker, concurrency=1)
     try:
         wait_until(
-            lambda: node.output().count("pool process warmed up in") == 2,
+            lambda: "pool process warmed up in" in node.output(),
             timeout=180,  # a TensorFlow import on a loaded machine
-            what="both pool processes to log their warm-up",
+            what="the pool process to log its warm-up",
             every=0.5,
         )
         assert "warm-up failed" not in node.output()
