@@ -8,6 +8,11 @@ seqsweep with --pack-size 1; the article's naive loop (``adjust_model`` then ``f
 one process); KerasTuner ``RandomSearch``; Optuna's ``RandomSampler`` driving the same
 Keras model. Each runs in its own process, TensorFlow import included, one after the
 other. The baselines use Keras' defaults, as their users do.
+
+The seqsweep and naive rows train the same trials, so they also get a FLOP rate: the
+study's training FLOPs (``seqsweep.trial.cost.trial_flops``, forward + backward from the
+params) over the wall time, as a share of this machine's dense float32 matmul rate,
+measured at the start of the same run (numpy, every core, best of several sizes).
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ def main() -> None:
     if args.run:  # a baseline, in this child process
         print(json.dumps(BASELINES[args.run](args)))
         return
+    peak, rates = matmul_rate()
+    print(
+        "dense float32 matmul, GFLOP/s: "
+        + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items())
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="seqsweep-bench-") as tmp:
         data = write_data(Path(tmp))
+        flops = study_flops(data, args)
+        print(f"the study: {flops / 1e12:.2f} TFLOP (forward + backward, from the params)")
         common = ["--trials", str(args.trials), "--epochs", str(args.epochs)]
         common += ["--batch-size", str(args.batch_size)]
         for name in args.only:
@@ -60,11 +72,65 @@ def main() -> None:
     out = []
     for name, r in rows:
         vs = [f"{rate[name] / rate[b]:.1f}x" if b in rate else "" for b in ("naive", "kerastuner")]
-        out.append([name, r["trials"], round(r["wall_s"], 1), round(rate[name], 2), *vs, r["best"]])
+        share = ""
+        if name in SAME_TRIALS and r["trials"] == args.trials:
+            share = f"{flops / r['wall_s'] / 1e9:.1f} ({flops / r['wall_s'] / peak:.1%})"
+        out.append(
+            [name, r["trials"], round(r["wall_s"], 1), round(rate[name], 2), *vs, share, r["best"]]
+        )
     print()
-    print(f"{args.trials} trials, {args.epochs} epochs, batch {args.batch_size}; {machine()}")
-    header = ["run", "trials", "wall s", "trials/min", "vs naive", "vs KerasTuner", "best val acc"]
+    print(f"{args.trials} trials, {args.epochs} epochs, batch {args.batch_size}; {machine()}; "
+          f"matmul rate {peak / 1e9:.1f} GFLOP/s")  # fmt: skip
+    header = ["run", "trials", "wall s", "trials/min", "vs naive", "vs KerasTuner",
+              "GFLOP/s (of matmul rate)", "best val acc"]  # fmt: skip
     print(table(header, out))
+
+
+#: The rows that train the study's own trials, whose FLOPs are known.
+SAME_TRIALS = ("seqsweep", "seqsweep-unpacked", "naive")
+#: (rows, inner, columns) of the timed matmuls: a batch of 32 through a 512-unit layer,
+#: a whole epoch's rows through it, and a large square one (the machine's best case).
+MATMUL_SIZES = ((32, 512, 512), (8000, 512, 512), (2048, 2048, 2048))
+
+
+def matmul_rate(repeats: int = 5) -> tuple[float, dict[str, float]]:
+    """This machine's dense float32 matmul rate (FLOP/s): the best over sizes and repeats.
+
+    numpy's BLAS uses every core; each size is timed ``repeats`` times over at least
+    0.2 s and its best kept, as a loaded machine only ever makes a run slower.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rates = {}
+    for m, k, n in MATMUL_SIZES:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        a @ b  # warm up the BLAS threads
+        best = 0.0
+        for _ in range(repeats):
+            count, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < 0.2:
+                a @ b
+                count += 1
+            best = max(best, 2 * m * k * n * count / elapsed)
+        rates[f"{m}x{k}x{n}"] = best
+    return max(rates.values()), rates
+
+
+def study_flops(data: Path, args: argparse.Namespace) -> int:
+    """Training FLOPs of the study's trials (the naive loop's and seqsweep's)."""
+    from scheduler.sampling import sample
+    from scheduler.space import default_space
+    from seqsweep.settings import StudySettings
+    from seqsweep.trial.cost import DataShape, trial_flops
+
+    splits = load_splits(data)
+    settings = StudySettings(epochs=args.epochs, batch_size=args.batch_size)
+    shape = DataShape.of_splits(splits)
+    return sum(
+        trial_flops(sample(default_space(), SEED, n), settings, shape) for n in range(args.trials)
+    )
 
 
 def _data(args: argparse.Namespace) -> tuple[Any, Any, Any]:

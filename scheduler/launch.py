@@ -14,7 +14,7 @@ import numpy as np
 
 from scheduler.adaptive import AdaptiveSampler, default_in_flight
 from scheduler.data import load_dataset
-from scheduler.enqueue import enqueue_trials
+from scheduler.enqueue import enqueue_trials, send_order
 from scheduler.local_workers import LocalWorkers
 from scheduler.options import LaunchOptions
 from scheduler.progress import Progress
@@ -78,12 +78,17 @@ def refuse_detach(opts: LaunchOptions) -> None:
         )
 
 
-def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> StartedStudy:
+def start_study(
+    opts: LaunchOptions,
+    say: Callable[[str], None] = print,
+    before_write: Callable[[], None] | None = None,
+) -> StartedStudy:
     """Validate every input, create or extend the study, and enqueue its queued trials.
 
     Nothing is written before all input is valid, and the study, its dataset
     and its trial rows are written in one transaction, so bad input never
-    leaves a half-written study behind.
+    leaves a half-written study behind. ``before_write`` runs once the input is
+    valid and both URLs answer, just before the study is written.
     """
     custom = opts.model is not None
     if opts.space_file is None:
@@ -126,6 +131,8 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
                 Path(f"{db_file}{suffix}").unlink(missing_ok=True)
         raise
 
+    if before_write is not None:
+        before_write()
     study, added = store.create_study(
         opts.study,
         seed=opts.seed,
@@ -144,7 +151,11 @@ def start_study(opts: LaunchOptions, say: Callable[[str], None] = print) -> Star
     queued = store.numbers_in_state(study.id, TrialStatus.QUEUED)
     # Only trials without a message get one: a rerun of a killed launch, or a
     # second launch of the same study, sends nothing twice.
-    enqueued = store.send_unsent(study.id, lambda numbers: enqueue_trials(app, study, numbers))
+    enqueued = store.send_unsent(
+        study.id,
+        lambda numbers: enqueue_trials(app, study, numbers),
+        order=send_order(settings, data),
+    )
     say(
         f"study {study.name}: {trials} trials{_capped(opts.trials, trials)} "
         f"({len(added)} new, {len(queued)} queued, "
@@ -185,13 +196,30 @@ def launch(
 
     ``progress`` shows the wait (default: plain lines through ``say``).
     """
-    started = start_study(opts, say)
+    early: list[LocalWorkers] = []
+
+    def start_workers() -> None:
+        # Before the study is written: the pool processes import Keras and warm up
+        # (worker.warm) while launch writes and sends the trials.
+        if opts.local_workers > 0:
+            early.append(
+                LocalWorkers(
+                    opts.local_workers, opts.db_url, opts.broker_url, opts.worker_log.resolve()
+                )
+            )
+
+    try:
+        started = start_study(opts, say, before_write=start_workers)
+    except BaseException:
+        for node in early:
+            node.stop()
+        raise
     store, study, queued = started.store, started.study, started.queued
-    workers = None
-    if opts.local_workers > 0 and queued:
-        workers = LocalWorkers(
-            opts.local_workers, opts.db_url, opts.broker_url, opts.worker_log.resolve()
-        )
+    workers = early[0] if early else None
+    if workers is not None and not queued:  # the study had nothing left to run
+        workers.stop()
+        workers = None
+    if workers is not None:
         say(f"started {opts.local_workers} local worker process(es); log: {workers.log_path}")
     elif queued:
         say(

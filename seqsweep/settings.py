@@ -97,6 +97,15 @@ AUTO_PACK_CANDIDATES = (1, 4, 16, 64, 256)
 #: more than this share of what it cost at the size before: past it, a larger pack
 #: mostly holds trials back that another worker process could start.
 AUTO_PACK_MIN_GAIN = 0.10
+#: A pack takes at most this share (1/N) of its study's queued FLOPs: the first worker
+#: to reach the heaviest shape takes half of what is queued, the next half of the rest,
+#: so every worker gets some of it. In a simulation of the default study on two workers,
+#: halves finished first among 1/2 to 1/8 (splitting finer costs the heavy packs more
+#: per trial than it saves at the end).
+PACK_SHARE_OF_QUEUE = 2
+#: ... but a pack of fewer FLOPs is never split: it trains in seconds, and narrow
+#: networks gain most from large packs (see README, "Where packing wins").
+PACK_UNSPLIT_FLOPS = 100 * 10**9
 
 
 @dataclass(frozen=True)

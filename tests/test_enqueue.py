@@ -6,6 +6,7 @@ import base64
 import json
 import sqlite3
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -85,3 +86,39 @@ def test_redis_gets_every_message_through_a_few_pipelines(
         client.close()
     assert sorted(_numbers(json.loads(m)) for m in raw) == list(range(n))
     assert 3 <= len(flushes) <= 4  # one round trip per REDIS_BATCH, not per message
+
+
+@pytest.mark.integration
+def test_launch_sends_the_heaviest_trials_first(tmp_path: Path) -> None:
+    """A real ``launch --detach``: the broker holds the study's messages widest network
+    first, so the workers start on the packs that take longest."""
+    from tests.conftest import run_cli, write_tiny_csv
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    proc = run_cli(
+        "scheduler", "launch", "--detach", "--data", "tiny.csv", "--target", "label",
+        "--trials", "30", "--study", "s", "--seed", "3", "--local-workers", "0",
+        "--db", f"sqlite:///{tmp_path / 'r.db'}", "--broker", f"sqla+sqlite:///{tmp_path / 'b.db'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    con = sqlite3.connect(tmp_path / "b.db")
+    try:
+        payloads = [
+            json.loads(p) for (p,) in con.execute("SELECT payload FROM kombu_message ORDER BY id")
+        ]
+    finally:
+        con.close()
+    sent = [json.loads(base64.b64decode(m["body"]))[0][0]["number"] for m in payloads]
+    con = sqlite3.connect(tmp_path / "r.db")
+    try:
+        params = {n: json.loads(p) for n, p in con.execute("SELECT number, params FROM trials")}
+    finally:
+        con.close()
+    widths = [params[n]["dense_units"] for n in sent]
+    assert sorted(sent) == list(range(30))
+    assert len(set(widths)) > 2, "the space should draw several widths"
+    assert widths == sorted(widths, reverse=True), widths
+    # equal widths keep their number order
+    pairs = pairwise(zip(sent, widths, strict=True))
+    assert all(a < b for (a, wa), (b, wb) in pairs if wa == wb)

@@ -30,6 +30,15 @@ def _pin_gpu(**_: Any) -> None:
         logging.getLogger(__name__).info("pool process %d pinned to GPU %d", index, gpu)
 
 
+@signals.worker_process_init.connect
+def _warm_up(**_: Any) -> None:
+    """Import Keras and train a tiny pack in the background (after ``_pin_gpu``, connected
+    first: the backend must see this process's one GPU from its import on)."""
+    from worker import warm
+
+    warm.start()
+
+
 @signals.worker_init.connect
 def _match_transport_options(sender: Any = None, **_: Any) -> None:
     """Recompute transport options when ``celery -A worker worker -b URL`` set another broker."""

@@ -39,6 +39,8 @@ from seqsweep.settings import (
 from seqsweep.trial import pack_key, study_splits, train
 from seqsweep.trial.alone import current_device
 from seqsweep.trial.autopack import auto_pack_size
+from seqsweep.trial.cost import DataShape, pack_positions
+from worker import warm
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
@@ -131,6 +133,7 @@ def run_trial_task(self: Any, payload: Any) -> str:
         log.error("rejected malformed trial message %s: %s", short_repr(payload), exc)
         return Outcome.REJECTED
     config = worker_config()
+    warm.wait()  # before the claim: no lease runs out while the warm-up ends
     try:
         store = ResultStore.for_process(config.db_url)
         claimed = store.claim(
@@ -158,20 +161,26 @@ def _train_and_record(store: ResultStore, claims: list[ClaimedTrial]) -> str:
 def _partners(
     store: ResultStore, lead: ClaimedTrial, settings: StudySettings
 ) -> list[ClaimedTrial]:
-    """Queued trials of the lead's shape that train in its pack; none with packing off."""
+    """Queued trials of the lead's shape that train in its pack; none with packing off.
+
+    The pack takes at most its share of the study's queued FLOPs (``pack_positions``),
+    so a heavy shape is split among the workers that reach it.
+    """
     shape = pack_key(lead.params, settings)
     if shape is None:
         return []
     try:
-        size = _pack_size(store, lead, settings)
+        limit = _pack_size(store, lead, settings) - 1
+        data = DataShape.of_splits(_splits(store, lead, settings))
         return store.claim_partners(
             lead,
             worker_id(),
             lease_s=worker_config().lease_s,
-            limit=size - 1,
+            limit=limit,
             fits=lambda params: pack_key(params, settings) == shape,
+            pick=lambda queued: pack_positions(lead.params, queued, settings, data, limit),
         )
-    except ConnectionFailedError as exc:  # the lead alone can still train
+    except Exception as exc:  # the lead alone can still train, or fail on its own record
         log.warning("study %r: no pack partners this time: %s", lead.study_name, exc)
         return []
 

@@ -36,8 +36,16 @@ class TrialLifecycle:
 
         def session(self) -> AbstractContextManager[Connection]: ...
 
-    def send_unsent(self, study_id: int, send: Callable[[list[int]], object]) -> int:
+    def send_unsent(
+        self,
+        study_id: int,
+        send: Callable[[list[int]], object],
+        order: Callable[[dict[int, dict[str, Any]]], list[int]] | None = None,
+    ) -> int:
         """Hand each queued trial that has no message yet to ``send``; return how many.
+
+        ``order`` (number -> params of a batch, to its numbers in sending order) decides
+        the order within each batch of up to ``_SEND_BATCH`` trials; default: by number.
 
         Each batch is marked sent and handed over inside one transaction, so
         two launches of one study never both send a trial (the second waits
@@ -59,16 +67,18 @@ class TrialLifecycle:
                     .order_by(trials.c.number)
                     .limit(_SEND_BATCH)
                 )
-                numbers = sorted(
-                    conn.execute(
+                batch = {
+                    row.number: dict(row.params)
+                    for row in conn.execute(
                         update(trials)
                         .where(trials.c.id.in_(unsent), trials.c.enqueued_at.is_(None))
                         .values(enqueued_at=db_now(conn))
-                        .returning(trials.c.number)
-                    ).scalars()
-                )
-                if not numbers:
+                        .returning(trials.c.number, trials.c.params)
+                    )
+                }
+                if not batch:
                     return sent
+                numbers = sorted(batch) if order is None else order(batch)
                 send(numbers)
             sent += len(numbers)
 
@@ -124,8 +134,13 @@ class TrialLifecycle:
         lease_s: float,
         limit: int,
         fits: Callable[[dict[str, Any]], bool],
+        pick: Callable[[list[dict[str, Any]]], list[int]] | None = None,
     ) -> list[ClaimedTrial]:
         """Claim up to ``limit`` more queued trials of ``lead``'s study whose params ``fits``.
+
+        ``pick`` (the params of every queued trial of the study, by number, to the
+        positions to claim) chooses among them, e.g. within a cost budget; default:
+        the first that fit.
 
         Packed training uses this: a worker that holds ``lead`` takes trials that can
         train in the same computation. One transaction, and the same conditional
@@ -140,6 +155,8 @@ class TrialLifecycle:
                 .where(trials.c.study_id == lead.study_id, trials.c.status == TrialStatus.QUEUED)
                 .order_by(trials.c.number)
             ).all()
+            if pick is not None:
+                queued = [queued[i] for i in pick([dict(row.params) for row in queued])]
             ids = [row.id for row in queued if fits(dict(row.params))][:limit]
             if not ids:
                 return []
