@@ -99,12 +99,12 @@ def machine() -> str:
 
 
 def study_flops(data: Path, trials: int, epochs: int, batch_size: int) -> int:
-    """Training and evaluation FLOPs of the study's trials (``seqsweep.trial.flops``): the
+    """Training and evaluation FLOPs of the study's trials (``seqsweep.trial.cost``): the
     naive loop's and seqsweep's, which train the same configurations."""
     from scheduler.sampling import sample
     from scheduler.space import default_space
     from seqsweep.settings import StudySettings
-    from seqsweep.trial.flops import DataShape, trial_flops
+    from seqsweep.trial.cost import DataShape, trial_flops
 
     settings = StudySettings(epochs=epochs, batch_size=batch_size)
     shape = DataShape.of_splits(load_splits(data))

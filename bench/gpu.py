@@ -13,7 +13,7 @@ TensorFlow. Rows, each in its own processes, one after the other:
   ``auto``): ``launch --local-workers 0`` with one ``python -m worker --gpus all``
   (``--concurrency`` = cores on a machine without a GPU), worker start included.
 
-Each row also gets the study's FLOPs (``seqsweep.trial.flops``, from the params) over its
+Each row also gets the study's FLOPs (``seqsweep.trial.cost``, from the params) over its
 wall time, as a share of the device's dense float32 matmul rate measured at the start of
 the same run (``jax.numpy.matmul``, default precision as training gets it, best of
 ``--repeats``), and the peak device memory: JAX's ``memory_stats()`` in the naive loop's

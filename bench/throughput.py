@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SEED, launch, load_splits, machine, run_json, table, write_data
+from common import SEED, launch, load_splits, machine, run_json, study_flops, table, write_data
 
 RUNNERS = ("seqsweep", "seqsweep-unpacked", "naive", "kerastuner", "optuna")
 
@@ -49,7 +49,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="seqsweep-bench-") as tmp:
         data = write_data(Path(tmp))
-        flops = study_flops(data, args)
+        flops = study_flops(data, args.trials, args.epochs, args.batch_size)
         print(f"the study: {flops / 1e12:.2f} TFLOP (forward + backward, from the params)")
         common = ["--trials", str(args.trials), "--epochs", str(args.epochs)]
         common += ["--batch-size", str(args.batch_size)]
@@ -116,21 +116,6 @@ def matmul_rate(repeats: int = 5) -> tuple[float, dict[str, float]]:
             best = max(best, 2 * m * k * n * count / elapsed)
         rates[f"{m}x{k}x{n}"] = best
     return max(rates.values()), rates
-
-
-def study_flops(data: Path, args: argparse.Namespace) -> int:
-    """Training FLOPs of the study's trials (the naive loop's and seqsweep's)."""
-    from scheduler.sampling import sample
-    from scheduler.space import default_space
-    from seqsweep.settings import StudySettings
-    from seqsweep.trial.cost import DataShape, trial_flops
-
-    splits = load_splits(data)
-    settings = StudySettings(epochs=args.epochs, batch_size=args.batch_size)
-    shape = DataShape.of_splits(splits)
-    return sum(
-        trial_flops(sample(default_space(), SEED, n), settings, shape) for n in range(args.trials)
-    )
 
 
 def _data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
