@@ -122,14 +122,14 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         default=str(_STUDY.sampler),
         help="how trials' parameters are picked: random draws, scrambled Sobol points, or "
         "every combination of a space of choices (grid), shuffled by the seed and capped at "
-        "--trials, or Optuna's TPE picking each trial from the finished ones (tpe) "
-        "(default: %(default)s)",
+        "--trials, or Optuna's TPE, Gaussian process (gp) or CMA-ES (cmaes) picking each "
+        "trial from the finished ones (default: %(default)s)",
     )
     run.add_argument(
         "--in-flight",
         type=bounded("in_flight"),
-        help="trials --sampler tpe keeps queued or running while it samples the next from "
-        "the finished ones (default: twice --local-workers, at least 4)",
+        help="trials --sampler tpe, gp or cmaes keeps queued or running while it samples "
+        "the next from the finished ones (default: twice --local-workers, at least 4)",
     )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"

@@ -80,11 +80,15 @@ class Sampler(StrEnum):
     GRID = "grid"
     #: Optuna's TPE: each trial is sampled from the finished ones while the study runs.
     TPE = "tpe"
+    #: Optuna's Gaussian-process sampler (needs torch): adaptive, like tpe.
+    GP = "gp"
+    #: Optuna's CMA-ES sampler (needs cmaes): adaptive, like tpe.
+    CMAES = "cmaes"
 
     @property
     def is_adaptive(self) -> bool:
         """True for a sampler that needs finished trials, so launch samples as they finish."""
-        return self is Sampler.TPE
+        return self in (Sampler.TPE, Sampler.GP, Sampler.CMAES)
 
 
 #: The sampler of a study launched without ``--sampler`` (and of studies stored before

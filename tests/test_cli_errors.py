@@ -82,6 +82,7 @@ CASES = [
     (["--objective", "r2"], "--objective: invalid choice: 'r2'"),
     (["--sampler", "bayes"], "--sampler: invalid choice: 'bayes'"),
     (["--sampler", "tpe", "--detach"], "--detach: --sampler tpe picks each trial from the"),
+    (["--sampler", "cmaes", "--detach"], "--detach: --sampler cmaes picks each trial from"),
     (["--sampler", "tpe", "--in-flight", "0"], "--in-flight: must be an integer in [1, 10000]"),
     (["--sampler", "grid"], "--sampler grid: dropout_rate1 is continuous (uniform in [0.0, 0.5])"),
     (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
