@@ -2,13 +2,14 @@
 
 Optuna's samplers do the picking, through ask/tell; seqsweep only keeps them fed. The
 results DB stays the truth: before every pick, an in-memory Optuna study is rebuilt
-from the study's trials (finished ones with their objective, failed ones as failed,
-queued and running ones as running, which TPE's constant liar and GP's batch
-acquisition count as pending), so a relaunch after the scheduler was killed sees every
-finished trial again. CMA-ES, which keeps its learned distribution in trial attributes
-the DB does not hold, has its finished trials replayed generation by generation
-(``scheduler.cmaes_replay``). The sampler that picks trial *n* is seeded by (study
-seed, *n*): the same trials in the DB give the same parameters.
+from the study's trials (finished ones with their objective, pruned ones as pruned at
+their last epoch, failed ones as failed, queued and running ones as running, which
+TPE's constant liar and GP's batch acquisition count as pending), so a relaunch after
+the scheduler was killed sees every finished trial again. CMA-ES, which keeps its
+learned distribution in trial attributes the DB does not hold, has its finished trials
+replayed generation by generation (``scheduler.cmaes_replay``). The sampler that picks
+trial *n* is seeded by (study seed, *n*): the same trials in the DB give the same
+parameters.
 
 Conditional parameters are asked define-by-run: the parameters that decide which
 others a trial uses come first, and a trial is never asked for one it would not use.
@@ -82,8 +83,14 @@ class AdaptiveSampler:
         wanted = min(in_flight - pending, target - len(history))
         number = max((t.number for t in history), default=-1) + 1
         picks: dict[int, dict[str, Any]] = {}
+        pruned = [t for t in history if t.status == TrialStatus.PRUNED]
+        if wanted > 0 and pruned:
+            epochs = store.epochs_of([t.id for t in pruned])
+            pruned_at = {t.number: len(epochs.get(t.id, [])) for t in pruned}
+        else:
+            pruned_at = {}
         for _ in range(max(wanted, 0)):
-            params = self.pick(study.seed, number, history, list(picks.values()))
+            params = self.pick(study.seed, number, history, list(picks.values()), pruned_at)
             picks[number] = params
             number += 1
         return store.add_trials(study.id, picks) if picks else []
@@ -94,13 +101,21 @@ class AdaptiveSampler:
         number: int,
         history: list[TrialRecord],
         picked: list[dict[str, Any]] | None = None,
+        pruned_at: dict[int, int] | None = None,
     ) -> dict[str, Any]:
-        """Parameters of trial ``number``, from ``history`` and trials ``picked`` just now."""
+        """Parameters of trial ``number``, from ``history`` and trials ``picked`` just now.
+
+        ``pruned_at`` holds the last epoch of each pruned trial (by number).
+        """
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         direction = "maximize" if self.objective.direction is Direction.MAXIMIZE else "minimize"
-        frozen = [f for f in map(self._frozen, history) if f is not None]
+        frozen = [
+            f
+            for f in (self._frozen(r, (pruned_at or {}).get(r.number)) for r in history)
+            if f is not None
+        ]
         done = [f for f in frozen if f.state == optuna.trial.TrialState.COMPLETE]
         dims = cma_dims(done) if self.name is Sampler.CMAES and done else {}
         study = optuna.create_study(
@@ -179,7 +194,7 @@ class AdaptiveSampler:
                 values[name], dists[name] = value, self._dists[name]
         return values, dists
 
-    def _frozen(self, record: TrialRecord) -> Any:
+    def _frozen(self, record: TrialRecord, pruned_at: int | None = None) -> Any:
         import optuna
         from optuna.trial import TrialState
 
@@ -191,6 +206,15 @@ class AdaptiveSampler:
                 params=values, distributions=dists, state=TrialState.RUNNING
             )
         value = record.metric(self.objective.metric)
+        if record.status == TrialStatus.PRUNED and value is not None and math.isfinite(value):
+            # As Optuna records its own pruned trials: TPE ranks them below complete
+            # ones by the epoch they reached, then by their value there.
+            return optuna.trial.create_trial(
+                params=values,
+                distributions=dists,
+                state=TrialState.PRUNED,
+                intermediate_values={pruned_at or 1: value},
+            )
         if record.status != TrialStatus.SUCCEEDED or value is None or not math.isfinite(value):
             return optuna.trial.create_trial(
                 params=values, distributions=dists, state=TrialState.FAIL

@@ -260,3 +260,21 @@ def test_without_its_library_a_sampler_is_refused_in_one_line(
     with pytest.raises(UsageError) as refused:
         AdaptiveSampler(SPACE, name, OBJECTIVES["val_accuracy"])
     assert str(refused.value) == line
+
+
+def test_a_pruned_trial_is_told_to_optuna_as_pruned_at_its_last_epoch(sqlite_url: str) -> None:
+    from optuna.trial import TrialState
+
+    store, study = _study(sqlite_url)
+    sampler = AdaptiveSampler(SPACE, Sampler.TPE, OBJECTIVES["val_accuracy"])
+    assert sampler.top_up(store, study, target=2, in_flight=2) == [0, 1]
+    claimed = store.claim(study.id, 0, "w", lease_s=60)
+    assert claimed is not None
+    epochs = (EpochRecord(1, 0.9, 0.4, 0.9, 0.4), EpochRecord(2, 0.8, 0.5, 0.8, 0.5))
+    stopped = TrialResult(0.8, 0.5, 0.8, 0.5, 0.1, "cpu", epochs, pruned=True)
+    assert store.finish_trial(claimed, stopped)
+    record = store.get_trials(study.id, [0])[0]
+    frozen = sampler._frozen(record, 2)
+    assert frozen.state == TrialState.PRUNED and frozen.intermediate_values == {2: 0.5}
+    # The window refills from a history holding the pruned trial.
+    assert sampler.top_up(store, study, target=4, in_flight=2) == [2]
