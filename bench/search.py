@@ -81,7 +81,7 @@ def main() -> None:
         print(f"not run (this seqsweep has no --pruner): {', '.join(skipped)}")
     for name in args.data:
         print(f"\n{name}")
-        print(table(HEADER, [_row(m, runs[name][m], runs[name]) for m in methods]))
+        print(table(HEADER, [_row(m, r, runs[name]) for m, r in runs[name].items()]))
     print()
     for line in targets(runs, args.data):
         print(line)
@@ -196,10 +196,20 @@ def _run_all(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str
                         )
                         for job in jobs
                     }
-                out[name] = {m: [futures[(m, s)].result() for s in range(1, 1 + args.seeds)]
-                             for m in methods}  # fmt: skip
+                out[name] = {}
                 for m in methods:
+                    try:
+                        out[name][m] = [futures[(m, s)].result() for s in range(1, 1 + args.seeds)]
+                    except SystemExit as exc:  # one method's failure leaves the others' rows
+                        print(f"{name} {m}: FAILED {exc}", flush=True)
+                        continue
                     print(f"{name} {m}: {out[name][m]}", flush=True)
+                # Each data set's table as soon as it is done: a long run shows its progress.
+                print(
+                    f"\n{name}\n"
+                    + table(HEADER, [_row(m, r, out[name]) for m, r in out[name].items()]),
+                    flush=True,
+                )
         finally:
             workers.stop()
     return out
