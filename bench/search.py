@@ -131,7 +131,7 @@ def targets(runs: dict[str, dict[str, list[dict[str, Any]]]], names: list[str]) 
             diff = 100 * (mean(name, "tpe", "best") - mean(name, "random", "best"))
             wins.append((name, diff))
     won = sum(d > 0 for _, d in wins)
-    verdict = "MET" if won >= 2 else "MISSED"
+    verdict = "MET" if won >= 2 else "MISSED" if len(wins) >= 3 else "NOT JUDGED (< 3 data sets)"
     lines.append(
         f"(b) tpe beats random on >= 2 of 3 data sets: {verdict} ({won} of {len(wins)}: "
         + ", ".join(f"{n} {d:+.2f} points" for n, d in wins)

@@ -26,7 +26,9 @@ def test_quick_search_bench_prints_its_table_and_targets() -> None:
     out = proc.stdout
     header = "| method | best val acc (mean) | min-max | epochs (mean) | epochs vs random |"
     assert header in out
-    rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
+    lines = out.splitlines()
+    last = len(lines) - lines[::-1].index(header)  # the final table, after the progress ones
+    rows = [line for line in lines[last + 1 :] if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows] == ["| random", "| optuna-tpe"]
     for row in rows:  # 3 trials of 3 epochs each: 9 epochs, none pruned
         cells = [c.strip() for c in row.strip("|").split("|")]
