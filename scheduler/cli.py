@@ -48,7 +48,7 @@ from seqsweep.urls import (
     resolve_db_url,
 )
 from seqsweep.version import __version__
-from seqsweep.vocab import OBJECTIVES, Sampler, StudyStatus
+from seqsweep.vocab import OBJECTIVES, Pruner, Sampler, StudyStatus
 
 #: The flags' defaults are the options' and the study settings' (one place each).
 _LAUNCH = LaunchOptions()
@@ -123,14 +123,34 @@ def parser(prog: str = "seqsweep") -> argparse.ArgumentParser:
         default=str(_STUDY.sampler),
         help="how trials' parameters are picked: random draws, scrambled Sobol points, or "
         "every combination of a space of choices (grid), shuffled by the seed and capped at "
-        "--trials, or Optuna's TPE picking each trial from the finished ones (tpe) "
-        "(default: %(default)s)",
+        "--trials, or Optuna's TPE, Gaussian process (gp) or CMA-ES (cmaes) picking each "
+        "trial from the finished ones (default: %(default)s)",
     )
     run.add_argument(
         "--in-flight",
         type=bounded("in_flight"),
-        help="trials --sampler tpe keeps queued or running while it samples the next from "
-        "the finished ones (default: twice --local-workers, at least 4)",
+        help="trials --sampler tpe, gp or cmaes keeps queued or running while it samples "
+        "the next from the finished ones (default: twice --local-workers, at least 4)",
+    )
+    run.add_argument(
+        "--pruner",
+        choices=tuple(str(p) for p in Pruner),
+        default=str(_STUDY.pruner),
+        help="stop bad trials at epoch ends: median (worse than the median of the other "
+        "trials at that epoch, from --min-epochs on) or asha (at rungs min-epochs x "
+        "reduction-factor^k, only the top 1/reduction-factor go on) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--reduction-factor",
+        type=bounded("reduction_factor"),
+        default=_STUDY.reduction_factor,
+        help="--pruner asha's eta, at least 2 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--min-epochs",
+        type=bounded("min_epochs"),
+        default=_STUDY.min_epochs,
+        help="the first epoch at which a pruner may stop a trial (default: %(default)s)",
     )
     run.add_argument(
         "--epochs", type=bounded("epochs"), default=_STUDY.epochs, help="default: %(default)s"

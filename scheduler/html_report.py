@@ -51,6 +51,9 @@ def html_report(store: ResultStore, report: StudyReport) -> str:
     names = [n for n in space.params if len({repr(t.params.get(n)) for t in done}) > 1]
     pair = _contour_pair(names, report.importance)
     curves = [(t.number, store.epochs(t.id)) for t in store.top_trials(study.id, CURVES)]
+    pruned = [t for t in trials if t.status == TrialStatus.PRUNED]
+    pruned_epochs = store.epochs_of([t.id for t in pruned])
+    stopped = [(t.number, pruned_epochs.get(t.id, [])) for t in pruned]
     goal = report.objective
     objective = goal.metric.replace("_", " ")
     figures: list[tuple[str, str, go.Figure | None]] = [
@@ -67,7 +70,12 @@ def html_report(store: ResultStore, report: StudyReport) -> str:
             plots.contour(done, space, pair, goal),
         ),
         ("parallel", "Parallel coordinates", plots.parallel(done, space, names, goal)),
-        ("curves", f"Learning curves of the top {CURVES} trials", plots.curves(curves, CURVES)),
+        (
+            "curves",
+            f"Learning curves of the top {CURVES} trials"
+            + (", and where each pruned trial stopped" if stopped else ""),
+            plots.curves(curves, CURVES, stopped),
+        ),
         ("importance", "Hyperparameter importance", plots.importance(report.importance)),
         ("timeline", "Worker timeline", plots.timeline(trials, datetime.now(UTC))),
     ]

@@ -51,7 +51,7 @@ class StartedStudy:
     enqueued: int
     #: Trials the study is to have.
     target: int = 0
-    #: Picks trials as others finish (``--sampler tpe``); None: all were sampled at launch.
+    #: Picks trials as others finish (``--sampler tpe|gp|cmaes``); None: all were sampled at launch.
     adaptive: AdaptiveSampler | None = None
     in_flight: int = 0
 

@@ -30,6 +30,7 @@ _PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a")
 #: The timeline's colour of each state a trial with a worker can be in.
 _STATE_COLOURS = {
     TrialStatus.SUCCEEDED: "#00cc96",
+    TrialStatus.PRUNED: "#ffa15a",
     TrialStatus.FAILED: "#ef553b",
     TrialStatus.RUNNING: "#636efa",
     TrialStatus.CANCELLED: "#b6b6b6",
@@ -250,9 +251,15 @@ def _extend(grid: np.ndarray, sweeps: int = 400) -> np.ndarray:
     return filled
 
 
-def curves(trials: list[tuple[int, list[EpochRecord]]], count: int) -> go.Figure | None:
-    """Per-epoch val loss and val accuracy of the top ``count`` trials."""
-    if not any(epochs for _, epochs in trials):
+def curves(
+    trials: list[tuple[int, list[EpochRecord]]],
+    count: int,
+    pruned: list[tuple[int, list[EpochRecord]]] | None = None,
+) -> go.Figure | None:
+    """Per-epoch val loss and val accuracy of the top ``count`` trials, and of the
+    ``pruned`` trials in grey, each marked with an x where its pruner stopped it."""
+    stopped = [(n, epochs) for n, epochs in pruned or [] if epochs]
+    if not any(epochs for _, epochs in trials) and not stopped:
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("val loss", "val accuracy"))
     for rank, (number, epochs) in enumerate(trials[:count]):
@@ -270,8 +277,38 @@ def curves(trials: list[tuple[int, list[EpochRecord]]], count: int) -> go.Figure
                 row=1,
                 col=col,
             )
+    for col, metric in ((1, "val_loss"), (2, "val_accuracy")):
+        if stopped:
+            _add_pruned(fig, stopped, metric, col)
     fig.update_xaxes(title_text="epoch", dtick=1)
     return fig
+
+
+def _add_pruned(
+    fig: go.Figure, stopped: list[tuple[int, list[EpochRecord]]], metric: str, col: int
+) -> None:
+    """One grey trace for all pruned trials' curves (gaps between them), one of x marks."""
+    x: list[int | None] = []
+    y: list[float | None] = []
+    for _, epochs in stopped:
+        x += [e.epoch for e in epochs] + [None]
+        y += [getattr(e, metric) for e in epochs] + [None]
+    grey = {"color": "#b6b6b6", "width": 1}
+    fig.add_scatter(x=x, y=y, mode="lines", name="pruned trials", legendgroup="pruned",
+                    showlegend=col == 1, line=grey, hoverinfo="skip", row=1, col=col)  # fmt: skip
+    fig.add_scatter(
+        x=[epochs[-1].epoch for _, epochs in stopped],
+        y=[getattr(epochs[-1], metric) for _, epochs in stopped],
+        mode="markers",
+        name="stopped here",
+        legendgroup="pruned",
+        showlegend=col == 1,
+        marker={"symbol": "x", "color": "#ffa15a", "size": 8},
+        text=[f"trial {n} pruned after epoch {epochs[-1].epoch}" for n, epochs in stopped],
+        hoverinfo="text",
+        row=1,
+        col=col,
+    )
 
 
 def parallel(

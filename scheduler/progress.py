@@ -106,7 +106,8 @@ def describe(counts: Counts, best: tuple[int, float] | None, metric: str = OBJEC
     best_text = "" if best is None else f", best {metric} {best[1]:.4f} (trial {best[0]})"
     return (
         f"{counts.finished}/{counts.total} finished: {counts.succeeded} succeeded, "
-        f"{counts.failed} failed{cancelled}, {counts.running} running{best_text}"
+        + (f"{counts.pruned} pruned, " if counts.pruned else "")
+        + f"{counts.failed} failed{cancelled}, {counts.running} running{best_text}"
     )
 
 

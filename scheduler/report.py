@@ -18,7 +18,15 @@ from scheduler.importance_cache import cached_importance
 from seqsweep.db import Counts, ResultStore, TrialRecord
 from seqsweep.settings import StudySettings
 from seqsweep.structure import Structure
-from seqsweep.vocab import DEFAULT_SAMPLER, OBJECTIVE, Objective, Sampler, StudyStatus, Task
+from seqsweep.vocab import (
+    DEFAULT_SAMPLER,
+    OBJECTIVE,
+    Objective,
+    Pruner,
+    Sampler,
+    StudyStatus,
+    Task,
+)
 
 _METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 #: Rows of the top-k table that ``report`` shows unless told otherwise.
@@ -89,6 +97,10 @@ class StudyReport:
     model: str | None = None
     #: How the study's trials were picked (``--sampler``).
     sampler: Sampler = DEFAULT_SAMPLER
+    #: What stopped bad trials early (``--pruner``), with its reduction factor and
+    #: first epoch, as stored; and the epochs trained over all trials.
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": str(Pruner.NONE)})
+    epochs_trained: int = 0
 
     @property
     def best(self) -> TrialSummary | None:
@@ -104,7 +116,9 @@ class StudyReport:
             "status": str(self.status),
             "seed": self.seed,
             "sampler": str(self.sampler),
+            "pruner": self.pruner,
             "counts": self.counts.as_dict(),
+            "epochs_trained": self.epochs_trained,
             "best": None
             if best is None
             else {
@@ -142,7 +156,19 @@ def study_report(
         task=settings.task,
         model=settings.model,
         sampler=settings.sampler,
+        pruner=_pruner(settings),
+        epochs_trained=store.epochs_trained(study.id),
     )
+
+
+def _pruner(settings: StudySettings) -> dict[str, Any]:
+    if settings.pruner is Pruner.NONE:
+        return {"name": str(Pruner.NONE)}
+    return {
+        "name": str(settings.pruner),
+        "reduction_factor": settings.reduction_factor,
+        "min_epochs": settings.min_epochs,
+    }
 
 
 def format_report(report: StudyReport) -> str:
@@ -150,7 +176,9 @@ def format_report(report: StudyReport) -> str:
     c = report.counts
     lines = [
         f"study {report.study} ({report.status}): {c.total} trials, "
-        f"{c.succeeded} succeeded, {c.failed} failed, {c.running} running, "
+        f"{c.succeeded} succeeded, "
+        + (f"{c.pruned} pruned, " if c.pruned else "")
+        + f"{c.failed} failed, {c.running} running, "
         f"{c.queued} queued" + (f", {c.cancelled} cancelled" if c.cancelled else "")
     ]
     best = report.best

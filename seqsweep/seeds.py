@@ -65,6 +65,12 @@ def order_seed(study_seed: int) -> int:
     return int(np.random.SeedSequence([study_seed, _ORDER_KEY]).generate_state(1)[0])
 
 
+def epoch_order_seed(study_seed: int, epoch: int) -> int:
+    """Seed of the batch order of one epoch of a pack trained epoch by epoch (a pruner):
+    rebuilding a shrunk pack reseeds Keras, so each epoch's order is fixed on its own."""
+    return int(np.random.SeedSequence([study_seed, _ORDER_KEY, epoch]).generate_state(1)[0])
+
+
 def pack_dropout_seed(member_seeds: list[int], layer: int) -> int:
     """Seed of a pack's dropout masks after hidden layer ``layer`` (1-based).
 

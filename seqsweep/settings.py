@@ -22,6 +22,7 @@ from seqsweep.vocab import (
     OBJECTIVES,
     TASK_OBJECTIVES,
     Objective,
+    Pruner,
     Sampler,
     Task,
 )
@@ -107,6 +108,12 @@ PACK_SHARE_OF_QUEUE = 2
 #: networks gain most from large packs (see README, "Where packing wins").
 PACK_UNSPLIT_FLOPS = 100 * 10**9
 
+#: The median pruner stops nothing at an epoch until this many other trials reached it
+#: (Optuna's MedianPruner waits for 5 trials; the trial itself makes this 5).
+MEDIAN_MIN_TRIALS = 4
+#: Objectives a pruner can follow: those the worker sees at every epoch end.
+PRUNABLE_OBJECTIVES = ("val_accuracy", "val_loss")
+
 
 @dataclass(frozen=True)
 class Bound:
@@ -134,6 +141,10 @@ BOUNDS: dict[str, Bound] = {
     "in_flight": Bound("--in-flight", 1, 10_000, "use about twice the worker processes"),
     "top_k": Bound("--top", 1, 100_000, "e.g. --top 5"),
     "trial": Bound("--trial", 0, 100_000 - 1, "see the trial numbers in report"),
+    "reduction_factor": Bound(
+        "--reduction-factor", 2, 100, "use e.g. 3: a third of the trials go on at each rung"
+    ),
+    "min_epochs": Bound("--min-epochs", 1, 10_000, "use e.g. --min-epochs 1"),
 }
 MAX_PACK_SIZE = BOUNDS["pack_size"].high
 #: The smallest validation or test fraction: below it a split is empty for any dataset.
@@ -223,6 +234,11 @@ class StudySettings:
     model_sha256: str | None = None
     #: How trials' parameters are picked (``seqsweep.vocab.Sampler``).
     sampler: Sampler = DEFAULT_SAMPLER
+    #: What stops bad trials early (``seqsweep.pruning``), ASHA's eta, and the first
+    #: epoch a trial may be stopped at (ASHA's first rung, the median rule's warm-up).
+    pruner: Pruner = Pruner.NONE
+    reduction_factor: int = 3
+    min_epochs: int = 1
 
     def __post_init__(self) -> None:
         check_bounded("epochs", self.epochs)
@@ -254,6 +270,7 @@ class StudySettings:
                 f"--objective {self.objective}: a {self.task} study can optimize "
                 f"{', '.join(allowed)}; pick one of them"
             )
+        self._check_pruner()
         timeout = self.trial_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise UsageError(f"setting trial_timeout_s: must be a number, got {timeout!r}")
@@ -263,9 +280,41 @@ class StudySettings:
                 f"got {timeout!r}; the broker would redeliver a longer trial while it runs"
             )
 
+    def _check_pruner(self) -> None:
+        if self.pruner not in tuple(Pruner):
+            raise UsageError(
+                f"--pruner {short_value(self.pruner)}: must be one of {', '.join(Pruner)}; "
+                "none is the default"
+            )
+        object.__setattr__(self, "pruner", Pruner(self.pruner))
+        check_bounded("reduction_factor", self.reduction_factor)
+        check_bounded("min_epochs", self.min_epochs)
+        if self.pruner is Pruner.NONE:
+            return
+        if self.objective not in PRUNABLE_OBJECTIVES:
+            raise UsageError(
+                f"--pruner {self.pruner}: the objective {self.objective} is only known once a "
+                f"trial ends, not at each epoch; use --objective "
+                f"{' or '.join(o for o in PRUNABLE_OBJECTIVES if o in TASK_OBJECTIVES[self.task])}"
+                ", or --pruner none"
+            )
+        from seqsweep.pruning import decision_epochs
+
+        if not decision_epochs(self):
+            raise UsageError(
+                f"--pruner {self.pruner}: nothing to prune with --epochs {self.epochs} and "
+                f"--min-epochs {self.min_epochs}: a trial could only be stopped at its last "
+                f"epoch; use --epochs above {self.min_epochs}, or --pruner none"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""
-        return {**dataclasses.asdict(self), "task": str(self.task), "sampler": str(self.sampler)}
+        return {
+            **dataclasses.asdict(self),
+            "task": str(self.task),
+            "sampler": str(self.sampler),
+            "pruner": str(self.pruner),
+        }
 
     @property
     def ranking(self) -> Objective:

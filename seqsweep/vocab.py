@@ -12,13 +12,16 @@ from enum import StrEnum
 
 
 class TrialStatus(StrEnum):
-    """Where a trial is in its life: queued -> running -> succeeded or failed."""
+    """Where a trial is in its life: queued -> running -> succeeded, pruned or failed."""
 
     #: Waiting for a worker; ``enqueued_at`` says whether its message is sent.
     QUEUED = "queued"
     #: Claimed by a worker that holds its lease.
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    #: Stopped early by the study's pruner (``--pruner``): finished, with the metrics of
+    #: its last epoch; not failed, and never retried.
+    PRUNED = "pruned"
     #: Recorded with its reason; not retried (it would fail the same way).
     FAILED = "failed"
     #: Dropped before it ran, or lost by its worker, in a cancelled study.
@@ -30,7 +33,9 @@ class TrialStatus(StrEnum):
         return self in _FINISHED_TRIAL
 
 
-_FINISHED_TRIAL = frozenset({TrialStatus.SUCCEEDED, TrialStatus.FAILED, TrialStatus.CANCELLED})
+_FINISHED_TRIAL = frozenset(
+    {TrialStatus.SUCCEEDED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.CANCELLED}
+)
 
 
 class StudyStatus(StrEnum):
@@ -80,11 +85,26 @@ class Sampler(StrEnum):
     GRID = "grid"
     #: Optuna's TPE: each trial is sampled from the finished ones while the study runs.
     TPE = "tpe"
+    #: Optuna's Gaussian-process sampler (needs torch): adaptive, like tpe.
+    GP = "gp"
+    #: Optuna's CMA-ES sampler (needs cmaes): adaptive, like tpe.
+    CMAES = "cmaes"
 
     @property
     def is_adaptive(self) -> bool:
         """True for a sampler that needs finished trials, so launch samples as they finish."""
-        return self is Sampler.TPE
+        return self in (Sampler.TPE, Sampler.GP, Sampler.CMAES)
+
+
+class Pruner(StrEnum):
+    """Which rule stops bad trials early, at epoch ends (``--pruner``)."""
+
+    #: Every trial trains all its epochs.
+    NONE = "none"
+    #: Stop a trial worse than the median of the other trials at the same epoch.
+    MEDIAN = "median"
+    #: Asynchronous successive halving: at each rung, only the top 1/eta go on.
+    ASHA = "asha"
 
 
 #: The sampler of a study launched without ``--sampler`` (and of studies stored before

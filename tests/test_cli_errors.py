@@ -82,8 +82,23 @@ CASES = [
     (["--objective", "r2"], "--objective: invalid choice: 'r2'"),
     (["--sampler", "bayes"], "--sampler: invalid choice: 'bayes'"),
     (["--sampler", "tpe", "--detach"], "--detach: --sampler tpe picks each trial from the"),
+    (["--sampler", "cmaes", "--detach"], "--detach: --sampler cmaes picks each trial from"),
     (["--sampler", "tpe", "--in-flight", "0"], "--in-flight: must be an integer in [1, 10000]"),
     (["--sampler", "grid"], "--sampler grid: dropout_rate1 is continuous (uniform in [0.0, 0.5])"),
+    (["--pruner", "hyperband"], "--pruner: invalid choice: 'hyperband'"),
+    (
+        ["--pruner", "asha", "--reduction-factor", "1"],
+        "--reduction-factor: must be an integer in [2,",
+    ),
+    (
+        ["--pruner", "asha", "--epochs", "3", "--min-epochs", "3"],
+        "--pruner asha: nothing to prune with --epochs 3 and --min-epochs 3",
+    ),
+    (["--pruner", "median", "--epochs", "1"], "--pruner median: nothing to prune with --epochs 1"),
+    (
+        ["--pruner", "asha", "--objective", "val_auc", "--epochs", "3"],
+        "--pruner asha: the objective val_auc is only known once a trial ends",
+    ),
     (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
     (
         ["--data", "one.csv", "--target", "label", "--task", "regression"],

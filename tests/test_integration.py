@@ -68,6 +68,7 @@ def _check_study(db_url: str, report: dict, n: int) -> None:
     assert report["counts"] == {
         "total": n,
         "succeeded": n,
+        "pruned": 0,
         "failed": 0,
         "running": 0,
         "queued": 0,

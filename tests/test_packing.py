@@ -17,6 +17,7 @@ from seqsweep.errors import TrialError
 from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
 from seqsweep.structure import Structure
+from seqsweep.trial import train
 from seqsweep.trial.packed import member_of, pack_shape, run_pack
 from seqsweep.vocab import Task
 
@@ -245,3 +246,50 @@ def test_members_that_differ_only_in_rates_share_a_pack() -> None:
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "batch_norm": False}, SETTINGS)
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "optimizer": "adam"}, SETTINGS)
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "dense_units3": 9}, SETTINGS)
+
+
+def test_a_pruned_member_leaves_the_pack_and_its_partners_train_on_unchanged(
+    small: Splits,
+) -> None:
+    """Pruning trial 11 at epoch 1 stops its epochs there; without dropout, its partners
+    end exactly as in a pack that never held it (weights and optimizer state carry over
+    when the pack shrinks)."""
+    settings = StudySettings(epochs=3, batch_size=32, pack_size=8)
+    params = _params(dropout=0.0)[:3]
+    seen: list[tuple[int, list[int]]] = []
+
+    def prune_11(epoch: int, records: dict[int, Any]) -> set[int]:
+        seen.append((epoch, sorted(records)))
+        return {11} if epoch == 1 else set()
+
+    three = _results(run_pack(params, [10, 11, 12], small, settings, study_seed=42,
+                              stops_at=prune_11))  # fmt: skip
+    # The pack asks at each epoch's end before the last, about the members still in it.
+    assert seen == [(1, [10, 11, 12]), (2, [10, 12])]
+    assert [r.pruned for r in three] == [False, True, False]
+    assert [len(r.epochs) for r in three] == [3, 1, 3]
+    pruned = three[1]
+    assert pruned.val_accuracy == pruned.epochs[-1].val_accuracy
+    assert pruned.test_accuracy is not None and pruned.pack == (10, 11, 12)
+
+    two = _results(run_pack([params[0], params[2]], [10, 12], small, settings, study_seed=42,
+                            stops_at=lambda epoch, records: set()))  # fmt: skip
+    for kept, alone in zip((three[0], three[2]), two, strict=True):
+        assert not alone.pruned
+        for a, b in zip(kept.epochs, alone.epochs, strict=True):
+            assert a.val_loss == pytest.approx(b.val_loss, abs=1e-6)
+        assert kept.test_loss == pytest.approx(alone.test_loss, abs=1e-6)
+
+
+def test_a_pruned_trial_alone_stops_at_its_epoch(small: Splits) -> None:
+    settings = StudySettings(epochs=3, batch_size=32, pack_size=1)
+    asked: list[int] = []
+
+    def prune_at_2(epoch: int, records: dict[int, Any]) -> set[int]:
+        asked.append(epoch)
+        return set(records) if epoch == 2 else set()
+
+    (result,) = _results(train({7: _params(0.0)[0]}, small, settings, study_seed=42,
+                               stops_at=prune_at_2))  # fmt: skip
+    assert asked == [1, 2] and result.pruned and len(result.epochs) == 2
+    assert result.val_loss == result.epochs[-1].val_loss

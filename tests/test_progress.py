@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import progress as progress_module
-from scheduler.progress import Progress, format_eta
+from scheduler.progress import Progress, describe, format_eta
 from seqsweep.db import Counts
 from tests.conftest import REPO, write_tiny_csv
 
@@ -127,3 +127,8 @@ def test_launch_on_a_real_terminal_draws_a_bar(tmp_path: Path) -> None:
     assert "100%" in bar[-1] and "2 succeeded, 0 failed, 0 running" in bar[-1]
     assert "best val_accuracy" in bar[-1]
     assert "best trial: #" in text
+
+
+def test_the_progress_line_counts_pruned_trials_as_finished() -> None:
+    line = describe(Counts(total=10, succeeded=3, pruned=4, running=1, queued=2), (2, 0.9))
+    assert line.startswith("7/10 finished: 3 succeeded, 4 pruned, 0 failed, 1 running")

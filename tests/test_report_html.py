@@ -31,9 +31,9 @@ _PLOTS_JS = """() => Object.fromEntries(
 WORKERS = ("host-a:11", "host-a:12", "host-b:21")
 
 
-def _study(url: str, n: int = 20) -> ResultStore:
-    """A study whose val accuracy follows the learning rate, plus one failed and one queued,
-    trained by three worker processes."""
+def _study(url: str, n: int = 20, *, pruned: bool = False) -> ResultStore:
+    """A study whose val accuracy follows the learning rate, plus one failed and one queued
+    (or, with ``pruned``, pruned after its first epoch), trained by three worker processes."""
     store = ResultStore(url)
     study, _ = _create(store, n, name="html")
     for number in range(n - 2):
@@ -45,6 +45,10 @@ def _study(url: str, n: int = 20) -> ResultStore:
         )
         store.finish_trial(claimed, TrialResult(1 - acc, acc, 1 - acc, acc, 0.5, "cpu", epochs))
     store.fail_trial(_claim(store, study.id, n - 2, WORKERS[0]), "ValueError: boom")
+    if pruned:
+        first = (EpochRecord(1, 0.9, 0.3, 1.0, 0.3),)
+        stopped = TrialResult(1.0, 0.3, 1.0, 0.3, 0.2, "cpu", first, pruned=True)
+        store.finish_trial(_claim(store, study.id, n - 1, WORKERS[1]), stopped)
     return store
 
 
@@ -66,7 +70,7 @@ def _render(page_file: Path, screenshot: Path | None = None) -> tuple[list[str],
 def test_html_report_renders_every_plot_offline_with_no_console_errors(
     sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _study(sqlite_url).dispose()
+    _study(sqlite_url, pruned=True).dispose()
     out = tmp_path / "report.html"
     assert main(["report", "--db", sqlite_url, "--study", "html", "--html", str(out)]) == 0
     assert f"HTML report: {out}" in capsys.readouterr().out
@@ -84,10 +88,12 @@ def test_html_report_renders_every_plot_offline_with_no_console_errors(
     assert plots["params"]["xtypes"] == ["category", "linear", "linear", "log"]
     assert plots["contour"]["points"] == succeeded and plots["contour"]["contours"] >= 3
     assert plots["contour"]["xtypes"] == ["log"]  # learning_rate, the most important
-    assert plots["curves"]["lines"] == 5 * 2  # top 5, val loss and val accuracy
+    # Top 5, val loss and val accuracy; the pruned trial's curve, and an x where it stopped.
+    assert plots["curves"]["lines"] == 5 * 2 + 2
+    assert plots["curves"]["points"] == 5 * 3 * 2 + 2
     assert plots["parallel"]["axes"] == 5  # 4 hyperparameters + val accuracy
     assert plots["importance"]["bars"] == 4
-    assert plots["timeline"]["bars"] == succeeded + 1  # and the failed trial
+    assert plots["timeline"]["bars"] == succeeded + 2  # and the failed and pruned trials
     assert plots["timeline"]["rows"] == list(WORKERS)
     assert all(p["svg"] > 0 for p in plots.values())
     assert (tmp_path / "report.png").stat().st_size > 50_000
@@ -99,7 +105,8 @@ def test_html_report_renders_every_plot_offline_with_no_console_errors(
     best = store.top_trials(store.require_study("html").id, 1)[0]
     assert f"Best configuration: trial {best.number}" in page
     assert page.count("<tr><td>") == 10  # top-10 table rows
-    assert "18 succeeded, 1 failed, 1 queued" in page
+    assert "18 succeeded, 1 pruned, 1 failed)" in page
+    assert "trial 19 pruned after epoch 1" in page
 
 
 def test_the_render_check_catches_a_broken_page(sqlite_url: str, tmp_path: Path) -> None:

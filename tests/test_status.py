@@ -35,6 +35,7 @@ def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
     assert rows["a"]["counts"] == {
         "total": 4,
         "succeeded": 2,
+        "pruned": 0,
         "failed": 1,
         "running": 1,
         "queued": 0,

@@ -41,6 +41,7 @@ from seqsweep.trial.alone import current_device
 from seqsweep.trial.autopack import auto_pack_size
 from seqsweep.trial.cost import DataShape, pack_positions
 from worker import warm
+from seqsweep.trial.judge import epoch_judge
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
@@ -60,6 +61,8 @@ class Outcome(StrEnum):
     """What one message did to one trial, as the task reports it to Celery's log."""
 
     SUCCEEDED = "succeeded"
+    #: Stopped early by the study's pruner, and recorded so.
+    PRUNED = "pruned"
     FAILED = "failed"
     #: Trained, but the claim had lapsed (the trial was requeued): the result is refused.
     DROPPED = "dropped"
@@ -217,6 +220,7 @@ def _train(
                 settings,
                 study_seed=lead.seed,
                 should_stop=lambda: lease.lost,
+                stops_at=epoch_judge(store, claims, settings),
             )
         except SoftTimeLimitExceeded:
             what = "the trial" if len(claims) == 1 else f"its pack of {len(claims)} trials"
@@ -244,14 +248,15 @@ def _record(
         _witness("recorded", claimed)
         objective = StudySettings.from_dict(claimed.settings).objective
         log.info(
-            "%s succeeded: %s=%.4f in %.1f s%s",
+            "%s %s: %s=%.4f in %.1f s%s",
             label,
+            f"pruned after epoch {len(outcome.epochs)}" if outcome.pruned else "succeeded",
             objective,
             outcome.metrics.get(objective, outcome.val_loss),
             outcome.duration_s,
             f" (its share of a pack of {len(outcome.pack)})" if outcome.pack else "",
         )
-        return Outcome.SUCCEEDED
+        return Outcome.PRUNED if outcome.pruned else Outcome.SUCCEEDED
     reason = str(outcome)
     if not _persist(lambda: store.fail_trial(claimed, reason, device=_device_or_none()), label):
         log.warning("%s failed (%s), but its claim had lapsed; not recorded", label, reason)

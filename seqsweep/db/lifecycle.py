@@ -10,15 +10,15 @@ mixes this in; the session scope it relies on lives there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import Connection
 
-from seqsweep.db.records import Cancellation, ClaimedTrial, Recovery, TrialResult
+from seqsweep.db.records import Cancellation, ClaimedTrial, EpochRecord, Recovery, TrialResult
 from seqsweep.db.schema import studies, trial_epochs, trials
 from seqsweep.db.sql import aware, db_now, insert_for, utcnow
 from seqsweep.errors import MessageError, UsageError
@@ -182,8 +182,40 @@ class TrialLifecycle:
                 == 1
             )
 
+    def record_epoch(
+        self, epoch: int, rows: Sequence[tuple[ClaimedTrial, EpochRecord]], metric: str
+    ) -> dict[int, float]:
+        """Write one epoch of trials that train together; return what every trial of their
+        study reached at that epoch: trial number -> ``metric`` (these trials included).
+
+        One short transaction: the rows of trials whose claim still holds, then one
+        query over the study's ``trial_epochs`` at ``epoch`` (its primary key). A pruner
+        decides from what comes back, so decisions hold across workers.
+        """
+        if not rows:
+            return {}
+        study_id = rows[0][0].study_id
+        column = trial_epochs.c[metric]
+        with self.session() as conn:
+            held = set(
+                conn.execute(select(trials.c.id).where(or_(*(_held(c) for c, _ in rows)))).scalars()
+            )
+            written = [_epoch_row(c.trial_id, e) for c, e in rows if c.trial_id in held]
+            if written:
+                conn.execute(_upsert_epochs(conn), written)
+            reached = conn.execute(
+                select(trials.c.number, column)
+                .select_from(trial_epochs.join(trials, trials.c.id == trial_epochs.c.trial_id))
+                .where(
+                    trials.c.study_id == study_id,
+                    trial_epochs.c.epoch == epoch,
+                    column.is_not(None),
+                )
+            ).all()
+        return {int(n): float(v) for n, v in reached}
+
     def finish_trial(self, claimed: ClaimedTrial, result: TrialResult) -> bool:
-        """Record a successful run; False if this claim no longer holds the trial."""
+        """Record a successful (or pruned) run; False if this claim no longer holds the trial."""
         trial_id = claimed.trial_id
         with self.session() as conn:
             _lock_study(conn, claimed.study_id)
@@ -191,7 +223,7 @@ class TrialLifecycle:
                 update(trials)
                 .where(_held(claimed))
                 .values(
-                    status=TrialStatus.SUCCEEDED,
+                    status=TrialStatus.PRUNED if result.pruned else TrialStatus.SUCCEEDED,
                     finished_at=utcnow(),
                     duration_s=result.duration_s,
                     device=result.device,
@@ -208,28 +240,7 @@ class TrialLifecycle:
             if done != 1:
                 return False
             if result.epochs:
-                stmt = insert_for(conn, trial_epochs)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["trial_id", "epoch"],
-                    set_={
-                        c: stmt.excluded[c]
-                        for c in ("loss", "accuracy", "val_loss", "val_accuracy")
-                    },
-                )
-                conn.execute(
-                    stmt,
-                    [
-                        {
-                            "trial_id": trial_id,
-                            "epoch": e.epoch,
-                            "loss": e.loss,
-                            "accuracy": e.accuracy,
-                            "val_loss": e.val_loss,
-                            "val_accuracy": e.val_accuracy,
-                        }
-                        for e in result.epochs
-                    ],
-                )
+                conn.execute(_upsert_epochs(conn), [_epoch_row(trial_id, e) for e in result.epochs])
             _complete_if_done(conn, claimed.study_id)
         return True
 
@@ -399,6 +410,26 @@ class TrialLifecycle:
                     .returning(trials.c.number)
                 ).scalars()
             )
+
+
+def _upsert_epochs(conn: Connection) -> Any:
+    """Insert epoch rows; a row a lost attempt of the same trial wrote is overwritten."""
+    stmt = insert_for(conn, trial_epochs)
+    return stmt.on_conflict_do_update(
+        index_elements=["trial_id", "epoch"],
+        set_={c: stmt.excluded[c] for c in ("loss", "accuracy", "val_loss", "val_accuracy")},
+    )
+
+
+def _epoch_row(trial_id: int, e: EpochRecord) -> dict[str, Any]:
+    return {
+        "trial_id": trial_id,
+        "epoch": e.epoch,
+        "loss": e.loss,
+        "accuracy": e.accuracy,
+        "val_loss": e.val_loss,
+        "val_accuracy": e.val_accuracy,
+    }
 
 
 def _lock_study(conn: Connection, study_id: int) -> None:

@@ -107,7 +107,7 @@ class Recovery:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """The final and per-epoch metrics of one successful trial.
+    """The final and per-epoch metrics of one successful (or pruned) trial.
 
     Accuracies are None for a regression trial; ``metrics`` holds every final metric
     by name (``val_loss``, ``val_mae``, ``test_rmse``, ...).
@@ -122,11 +122,14 @@ class TrialResult:
     epochs: tuple[EpochRecord, ...] = field(default=())
     pack: tuple[int, ...] | None = None  # the trial numbers trained together, in pack order
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Stopped early by the study's pruner; its metrics are those of its last epoch.
+    pruned: bool = False
 
 
 #: The order in which counts are shown and serialized: outcomes first.
 COUNTS_ORDER = (
     TrialStatus.SUCCEEDED,
+    TrialStatus.PRUNED,
     TrialStatus.FAILED,
     TrialStatus.RUNNING,
     TrialStatus.QUEUED,
@@ -144,6 +147,7 @@ class Counts:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    pruned: int = 0
 
     @classmethod
     def from_states(cls, by_state: Mapping[str, int]) -> Counts:
@@ -155,7 +159,7 @@ class Counts:
 
     @property
     def finished(self) -> int:
-        """Trials that will not run (again): succeeded, failed or cancelled."""
+        """Trials that will not run (again): succeeded, pruned, failed or cancelled."""
         return sum(self.of(s) for s in TrialStatus if s.is_finished)
 
     def of(self, status: TrialStatus) -> int:

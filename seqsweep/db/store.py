@@ -386,6 +386,17 @@ class ResultStore(TrialLifecycle, StudyOverview):
         with self.session() as conn:
             return [trial_record(r) for r in conn.execute(query)]
 
+    def epochs_trained(self, study_id: int) -> int:
+        """Epochs trained over all of a study's trials: its rows in ``trial_epochs``."""
+        with self.session() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(trial_epochs.join(trials, trials.c.id == trial_epochs.c.trial_id))
+                    .where(trials.c.study_id == study_id)
+                ).scalar_one()
+            )
+
     def epochs(self, trial_id: int) -> list[EpochRecord]:
         return self.epochs_of([trial_id]).get(trial_id, [])
 

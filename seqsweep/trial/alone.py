@@ -6,6 +6,7 @@ does before forking) never initialises TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -35,6 +36,7 @@ def run_trial(
     keep: Callable[[Any], None] | None = None,
     auc: bool = False,
     user_model: tuple[str, str | None] | None = None,
+    stops_at: Callable[[EpochRecord], bool] | None = None,
 ) -> TrialResult:
     """Train the network ``params`` describe on ``splits`` and return its metrics.
 
@@ -44,8 +46,9 @@ def run_trial(
     model gets a last layer that turns standardized predictions into target units).
     ``auc`` adds ``val_auc`` and ``test_auc`` (binary classification).
     ``user_model`` (reference, source SHA-256) builds with the user's function instead
-    (``seqsweep.trial.user_model``). Keras' global state is cleared afterwards,
-    whatever happens.
+    (``seqsweep.trial.user_model``). ``stops_at`` gets each epoch's metrics as the
+    epoch ends; once it says so, training ends there and the result is ``pruned``.
+    Keras' global state is cleared afterwards, whatever happens.
     """
     import keras
 
@@ -69,13 +72,18 @@ def run_trial(
                 *user_model, params, splits.x_train.shape[1], splits.n_outputs, str(splits.task)
             )
         y_train, y_val, y_test = targets(keras, splits)
+        pruning = prune_callbacks(keras, splits, stops_at)
         history = model.fit(
             splits.x_train,
             y_train,
             epochs=epochs,
             batch_size=batch_size,
             validation_data=(splits.x_val, y_val),
-            callbacks=[keras.callbacks.TerminateOnNaN(), *stop_callbacks(keras, should_stop)],
+            callbacks=[
+                keras.callbacks.TerminateOnNaN(),
+                *stop_callbacks(keras, should_stop),
+                *pruning,
+            ],
             verbose=0,
         ).history
         if should_stop is not None and should_stop():
@@ -104,7 +112,53 @@ def run_trial(
         device=current_device(),
         splits=splits,
         extra=extra,
+        pruned=any(getattr(p, "stopped", False) for p in pruning),
     )
+
+
+def prune_callbacks(
+    keras: Any, splits: Splits, stops_at: Callable[[EpochRecord], bool] | None
+) -> list[Any]:
+    """A callback that ends ``fit`` after an epoch ``stops_at`` says is this trial's last."""
+    if stops_at is None:
+        return []
+    decide = stops_at
+
+    class PruneAt(keras.callbacks.Callback):  # type: ignore[misc]
+        stopped = False
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if decide(epoch_record(epoch + 1, dict(logs or {}), splits)):
+                self.stopped = True
+                self.model.stop_training = True
+
+    return [PruneAt()]
+
+
+def epoch_record(epoch: int, logs: dict[str, float], splits: Splits) -> EpochRecord:
+    """One epoch's metrics from Keras' logs (``loss``, ``val_loss``, ...), as stored:
+    a regression's errors in the target's units."""
+    if splits.task is Task.REGRESSION:
+        mse, square = "mean_squared_error", splits.y_std * splits.y_std
+        return EpochRecord(
+            epoch=epoch,
+            loss=_scaled(_log(logs, mse), square),
+            accuracy=None,
+            val_loss=_scaled(_log(logs, f"val_{mse}"), square),
+            val_accuracy=None,
+        )
+    return EpochRecord(
+        epoch=epoch,
+        loss=_log(logs, "loss"),
+        accuracy=_log(logs, "accuracy"),
+        val_loss=_log(logs, "val_loss"),
+        val_accuracy=_log(logs, "val_accuracy"),
+    )
+
+
+def _log(logs: dict[str, float], key: str) -> float | None:
+    value = logs.get(key)
+    return None if value is None else float(value)
 
 
 def targets(keras: Any, splits: Splits) -> tuple[Any, Any, Any]:
@@ -169,6 +223,7 @@ def trial_result(
     pack: tuple[int, ...] | None = None,
     splits: Splits | None = None,
     extra: dict[str, float] | None = None,
+    pruned: bool = False,
 ) -> TrialResult:
     """Check one trained model's ``fit`` history and ``evaluate`` scores; make its result.
 
@@ -177,7 +232,8 @@ def trial_result(
     (``splits.task``): ``mean_squared_error`` and ``mean_absolute_error`` of the
     standardized target, which come back in the target's units (val_loss is the MSE).
     ``extra`` adds final metrics (the AUCs). Raises TrialError for a loss that is not
-    finite. Packed and unpacked trials both end here.
+    finite. Packed and unpacked trials both end here; ``pruned`` marks a trial its
+    pruner stopped early (its history ends at its last epoch).
     """
     _check_finite(history)
     regression = splits is not None and splits.task is Task.REGRESSION
@@ -193,7 +249,8 @@ def trial_result(
             "unstable, try a lower learning_rate"
         )
     if splits is not None and splits.task is Task.REGRESSION:
-        return _regression_result(history, test, splits.y_std, duration_s, device, pack, extra)
+        result = _regression_result(history, test, splits.y_std, duration_s, device, pack, extra)
+        return dataclasses.replace(result, pruned=pruned)
     if not math.isfinite(test["accuracy"]):
         raise TrialError(f"test accuracy is {test['accuracy']}; try a lower learning_rate")
     records = tuple(
@@ -225,6 +282,7 @@ def trial_result(
         epochs=records,
         pack=pack,
         metrics=metrics,
+        pruned=pruned,
     )
 
 

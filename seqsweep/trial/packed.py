@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from seqsweep.dataset import Splits
-from seqsweep.db.records import TrialResult
+from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
-from seqsweep.seeds import order_seed, pack_dropout_seed, trial_seed
+from seqsweep.seeds import epoch_order_seed, order_seed, pack_dropout_seed, trial_seed
 from seqsweep.settings import StudySettings
 from seqsweep.structure import SGD_MOMENTUM, Structure
 from seqsweep.trial.alone import (
     STEPS_PER_EXECUTION,
     binary_auc,
     current_device,
+    epoch_record,
     stop_callbacks,
     targets,
     trial_result,
 )
 from seqsweep.vocab import Task
+
+#: Called at each epoch's end with the metrics of the trials still training, by trial
+#: number; returns the numbers that stop there (their pruner says so).
+EpochJudge = Callable[[int, dict[int, EpochRecord]], set[int]]
 
 #: What the pack reports per member, by task (``models.packed.PackedMetrics``).
 _METRICS = {
@@ -67,11 +73,14 @@ def run_pack(
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
     auc: bool = False,
+    stops_at: EpochJudge | None = None,
 ) -> list[TrialResult | TrialError]:
     """Train trials ``numbers`` (with ``params``) of one shape together; one outcome each.
 
     ``keep`` gets the trained pack (``export`` extracts a member from it); ``auc`` adds
-    each member's val and test AUC.
+    each member's val and test AUC. With ``stops_at`` (a pruner) the pack trains one
+    epoch at a time, and the members it names at an epoch's end leave the pack there
+    (see :func:`_fit_pruning`).
     """
     import keras
 
@@ -84,9 +93,10 @@ def run_pack(
     first = structures[0]
     seeds = [trial_seed(study_seed, n) for n in numbers]
     started = time.perf_counter()
-    y_train, y_val, y_test = targets(keras, splits)
-    try:
-        model = build_packed(
+    dropout_seeds = [pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))]
+
+    def build(members: Sequence[int]) -> Any:
+        return build_packed(
             splits.x_train.shape[1],
             splits.n_outputs,
             units=first.units,
@@ -94,39 +104,88 @@ def run_pack(
             batch_norm=first.batch_norm,
             optimizer=first.optimizer,
             momentum=SGD_MOMENTUM,
-            members=[member_of(m) for m in structures],
-            seeds=seeds,
-            dropout_seeds=[pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))],
+            members=[member_of(structures[k]) for k in members],
+            seeds=[seeds[k] for k in members],
+            dropout_seeds=dropout_seeds,
             task=str(splits.task),
             steps_per_execution=STEPS_PER_EXECUTION,
         )
+
+    try:
+        model = build(range(len(numbers)))
         keras.utils.set_random_seed(order_seed(study_seed))
-        history = model.fit(
-            splits.x_train,
-            y_train,
-            epochs=epochs,
-            batch_size=batch_size,
-            validation_data=(splits.x_val, y_val),
-            callbacks=stop_callbacks(keras, should_stop),
-            verbose=0,
-        ).history
-        if should_stop is not None and should_stop():
-            raise TrialError("training stopped: this worker no longer holds the trials' leases")
-        test = model.evaluate(
-            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
-        )
-        extras = _aucs(model, splits, len(numbers)) if auc else [{} for _ in numbers]
+        if stops_at is None:
+            fitted = _fit(model, splits, len(numbers), epochs, batch_size, should_stop, auc)
+        else:
+            fitted = _fit_pruning(
+                model, build, splits, numbers, epochs, batch_size, should_stop, stops_at,
+                study_seed,
+            )  # fmt: skip
         if keep is not None:
-            keep(model)
+            keep(fitted.model)
     finally:
         keras.backend.clear_session()
     share = (time.perf_counter() - started) / len(numbers)
     device = current_device()
     pack = tuple(numbers) if len(numbers) > 1 else None
     return [
-        _member_outcome(k, history, test, share, device, pack, splits, extras[k])
+        _member_outcome(
+            k if stops_at is None else 0,
+            fitted.histories[k],
+            fitted.tests[k],
+            share,
+            device,
+            pack,
+            splits,
+            fitted.extras[k],
+            pruned=k in fitted.pruned,
+        )
         for k in range(len(numbers))
     ]
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A trained pack: each member's history, test scores and extra metrics, and the
+    members that were pruned. Without a pruner every member shares the pack's history
+    (``m{k}_*``); with one, each has its own, as ``m0_*`` of a pack of one."""
+
+    model: Any
+    histories: list[dict[str, list[float]]]
+    tests: list[dict[str, float]]
+    extras: list[dict[str, float]]
+    pruned: frozenset[int] = frozenset()
+
+
+def _fit(
+    model: Any,
+    splits: Splits,
+    members: int,
+    epochs: int,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None,
+    auc: bool,
+) -> _Fitted:
+    """Train a pack for all its epochs in one ``fit``."""
+    import keras
+
+    y_train, y_val, y_test = targets(keras, splits)
+    history = model.fit(
+        splits.x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=(splits.x_val, y_val),
+        callbacks=stop_callbacks(keras, should_stop),
+        verbose=0,
+    ).history
+    if should_stop is not None and should_stop():
+        raise TrialError("training stopped: this worker no longer holds the trials' leases")
+    test = model.evaluate(
+        splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
+    )
+    extras = _aucs(model, splits, members) if auc else [{} for _ in range(members)]
+    return _Fitted(model, [history] * members, [test] * members, extras)
 
 
 def _aucs(model: Any, splits: Splits, members: int) -> list[dict[str, float]]:
@@ -153,6 +212,8 @@ def _member_outcome(
     pack: tuple[int, ...] | None,
     splits: Splits,
     extra: dict[str, float],
+    *,
+    pruned: bool = False,
 ) -> TrialResult | TrialError:
     """Member ``k``'s result, from the pack's ``m{k}_*`` metrics; a divergence is its own."""
     names = _METRICS[splits.task]
@@ -161,7 +222,104 @@ def _member_outcome(
     try:
         return trial_result(
             own, scores, duration_s=duration_s, device=device, pack=pack, splits=splits,
-            extra=extra,
+            extra=extra, pruned=pruned,
         )  # fmt: skip
     except TrialError as exc:
         return exc
+
+
+def _fit_pruning(
+    model: Any,
+    build: Callable[[Sequence[int]], Any],
+    splits: Splits,
+    numbers: Sequence[int],
+    epochs: int,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None,
+    stops_at: EpochJudge,
+    study_seed: int,
+) -> _Fitted:
+    """Train a pack one epoch at a time; members ``stops_at`` names leave it at that epoch.
+
+    A leaving member is scored on the test split with the pack, then the pack is rebuilt
+    without it: the survivors' weights and optimizer state (moments, step count) and the
+    dropout generator's state carry over, sliced along the member axis, so the leavers
+    cost nothing more and the pack ends once every member has stopped. The survivors'
+    dropout masks are drawn for the smaller pack from then on.
+    """
+    import keras
+
+    names = _METRICS[splits.task]
+    y_train, y_val, y_test = targets(keras, splits)
+    active = list(range(len(numbers)))  # the pack's members, by their place in ``numbers``
+    histories: list[dict[str, list[float]]] = [
+        {f"{pre}m0_{m}": [] for pre in ("", "val_") for m in names} for _ in numbers
+    ]
+    tests: list[dict[str, float]] = [{} for _ in numbers]
+    pruned: set[int] = set()
+    for epoch in range(1, epochs + 1):
+        keras.utils.set_random_seed(epoch_order_seed(study_seed, epoch))
+        logs = model.fit(
+            splits.x_train,
+            y_train,
+            epochs=epoch,
+            initial_epoch=epoch - 1,
+            batch_size=batch_size,
+            validation_data=(splits.x_val, y_val),
+            callbacks=stop_callbacks(keras, should_stop),
+            verbose=0,
+        ).history
+        if should_stop is not None and should_stop():
+            raise TrialError("training stopped: this worker no longer holds the trials' leases")
+        for j, k in enumerate(active):
+            for pre in ("", "val_"):
+                for m in names:
+                    histories[k][f"{pre}m0_{m}"].append(float(logs[f"{pre}m{j}_{m}"][-1]))
+        leaving: list[int] = []
+        if epoch < epochs:
+            records = {
+                numbers[k]: epoch_record(
+                    epoch,
+                    {key.replace("m0_", ""): v[-1] for key, v in histories[k].items()},
+                    splits,
+                )
+                for k in active
+            }
+            stop = stops_at(epoch, records)
+            leaving = [j for j, k in enumerate(active) if numbers[k] in stop]
+        if epoch == epochs or leaving:
+            scores = model.evaluate(
+                splits.x_test,
+                y_test,
+                batch_size=max(batch_size, 256),
+                verbose=0,
+                return_dict=True,
+            )
+            done = range(len(active)) if epoch == epochs else leaving
+            for j in done:
+                tests[active[j]] = {f"m0_{m}": float(scores[f"m{j}_{m}"]) for m in names}
+            pruned.update(active[j] for j in leaving)
+        if epoch == epochs or len(leaving) == len(active):
+            break
+        if leaving:
+            stay = [j for j in range(len(active)) if j not in leaving]
+            active = [active[j] for j in stay]
+            model = _shrunk(model, build(active), stay)
+    return _Fitted(model, histories, tests, [{} for _ in numbers], frozenset(pruned))
+
+
+def _shrunk(old: Any, new: Any, stay: Sequence[int]) -> Any:
+    """``new`` (a pack of the members ``stay`` of ``old``) holding their trained state."""
+    from keras import ops
+
+    new.optimizer.build(new.trainable_variables)
+    pairs = [
+        *zip(old.variables, new.variables, strict=True),
+        *zip(old.optimizer.variables, new.optimizer.variables, strict=True),
+    ]
+    for source, target in pairs:
+        value = ops.convert_to_numpy(source)
+        if tuple(source.shape) != tuple(target.shape):
+            value = value[list(stay)]  # a per-member variable: the survivors' slices
+        target.assign(value)
+    return new

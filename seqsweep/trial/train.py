@@ -10,13 +10,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from seqsweep.dataset import Dataset, Splits, split_dataset
-from seqsweep.db.records import TrialResult
+from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import trial_seed
 from seqsweep.settings import StudySettings
 from seqsweep.structure import SGD_MOMENTUM, Structure
 from seqsweep.trial.alone import in_target_units, run_trial
-from seqsweep.trial.packed import member_of, pack_shape, run_pack
+from seqsweep.trial.packed import EpochJudge, member_of, pack_shape, run_pack
 
 Outcome = TrialResult | TrialError
 
@@ -45,20 +45,25 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     keep: Callable[[Any], None] | None = None,
     keep_number: int | None = None,
+    stops_at: EpochJudge | None = None,
 ) -> list[Outcome]:
     """Train ``trials`` (number -> params, in pack order) of one study; one outcome each.
 
     A packed study trains them as one pack (even a lone trial, so that its batches
     and masks do not depend on whether partners were queued); otherwise each trains
     alone with ``fit``. ``keep`` gets trial ``keep_number``'s trained model as a
-    standalone Keras model (``export`` saves it). Raises TrialError for an error that
+    standalone Keras model (``export`` saves it). ``stops_at`` is the study's pruner: at
+    each epoch's end it gets the trials' metrics and names those that stop there (a
+    packed member leaves its pack). Raises TrialError for an error that
     fails every trial: a lost lease, a model that cannot be built.
     """
     numbers = list(trials)
     if keep_number is not None and keep_number not in trials:
         raise ValueError(f"trial {keep_number} is not among {numbers}")
     if pack_key(trials[numbers[0]], settings) is not None:
-        return _train_pack(trials, splits, settings, study_seed, should_stop, keep, keep_number)
+        return _train_pack(
+            trials, splits, settings, study_seed, should_stop, keep, keep_number, stops_at
+        )
     outcomes: list[Outcome] = []
     for number, params in trials.items():
         outcomes.append(
@@ -74,9 +79,14 @@ def train(
                 user_model=None
                 if settings.model is None
                 else (settings.model, settings.model_sha256),
+                stops_at=None if stops_at is None else _alone_judge(stops_at, number),
             )
         )
     return outcomes
+
+
+def _alone_judge(stops_at: EpochJudge, number: int) -> Callable[[EpochRecord], bool]:
+    return lambda record: number in stops_at(record.epoch, {number: record})
 
 
 def _train_pack(
@@ -87,6 +97,7 @@ def _train_pack(
     should_stop: Callable[[], bool] | None,
     keep: Callable[[Any], None] | None,
     keep_number: int | None,
+    stops_at: EpochJudge | None,
 ) -> list[Outcome]:
     numbers = list(trials)
 
@@ -111,4 +122,5 @@ def _train_pack(
         should_stop=should_stop,
         keep=keep_member if keep is not None and keep_number is not None else None,
         auc=settings.objective == "val_auc",
+        stops_at=stops_at,
     )
