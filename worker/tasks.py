@@ -40,8 +40,8 @@ from seqsweep.trial import pack_key, study_splits, train
 from seqsweep.trial.alone import current_device
 from seqsweep.trial.autopack import auto_pack_size
 from seqsweep.trial.cost import DataShape, pack_positions
-from worker import warm
 from seqsweep.trial.judge import epoch_judge
+from worker import warm
 from worker.celery_app import app
 from worker.config import worker_config
 from worker.lease import Lease
