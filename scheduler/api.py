@@ -27,10 +27,11 @@ def launch(*, detach: bool = False, progress: bool = True, **options: Any) -> St
     (``scheduler.options.LaunchOptions`` and ``seqsweep.settings.StudySettings``): ``study``,
     ``trials``, ``seed``, ``space`` and ``data`` (paths), ``target``, ``epochs``,
     ``batch_size``, ``val_fraction``, ``test_fraction``, ``trial_timeout``, ``pack_size``,
-    ``local_workers``, ``max_attempts``, ``sampler``, ``in_flight``, ``db``, ``broker``
-    and ``top``. ``detach=True`` enqueues the trials and returns the report as it stands,
-    for workers started elsewhere (refused for the adaptive samplers ``tpe``, ``gp`` and
-    ``cmaes``, which must keep sampling).
+    ``local_workers``, ``max_attempts``, ``sampler``, ``in_flight``, ``pruner``,
+    ``reduction_factor``, ``min_epochs``, ``db``, ``broker`` and ``top``. ``detach=True``
+    enqueues the trials and returns the report as it stands, for workers started elsewhere
+    (refused for the adaptive samplers ``tpe``, ``gp`` and ``cmaes``, which must keep
+    sampling).
     ``progress`` shows a bar (a widget in Jupyter) and what launch does;
     ``progress=False`` runs silently. Bad input raises a ``seqsweep.errors.UsageError``
     whose message says what to fix.

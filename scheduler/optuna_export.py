@@ -76,6 +76,8 @@ def _states() -> dict[TrialStatus, Any]:
         TrialStatus.QUEUED: TrialState.WAITING,
         TrialStatus.RUNNING: TrialState.RUNNING,
         TrialStatus.SUCCEEDED: TrialState.COMPLETE,
+        # With its epochs as intermediate values, as Optuna records its own pruned trials.
+        TrialStatus.PRUNED: TrialState.PRUNED,
         TrialStatus.FAILED: TrialState.FAIL,
         # Optuna has no cancelled state; a cancelled trial never ran and never will.
         TrialStatus.CANCELLED: TrialState.FAIL,

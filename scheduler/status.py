@@ -130,8 +130,12 @@ def format_study(detail: StudyDetail) -> str:
     ]
     if detail.workers:
         lines.append("per worker:")
-        rows = [[w.worker, str(w.succeeded), str(w.failed), str(w.running)] for w in detail.workers]
-        lines.append(format_table(["worker", "succeeded", "failed", "running"], rows, indent="  "))
+        rows = [
+            [w.worker, str(w.succeeded), str(w.pruned), str(w.failed), str(w.running)]
+            for w in detail.workers
+        ]
+        header = ["worker", "succeeded", "pruned", "failed", "running"]
+        lines.append(format_table(header, rows, indent="  "))
     else:
         lines.append("no worker has taken a trial yet")
     if detail.last_failures:

@@ -94,11 +94,6 @@ CASES = [
         ["--pruner", "asha", "--epochs", "3", "--min-epochs", "3"],
         "--pruner asha: nothing to prune with --epochs 3 and --min-epochs 3",
     ),
-    (["--pruner", "median", "--epochs", "1"], "--pruner median: nothing to prune with --epochs 1"),
-    (
-        ["--pruner", "asha", "--objective", "val_auc", "--epochs", "3"],
-        "--pruner asha: the objective val_auc is only known once a trial ends",
-    ),
     (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
     (
         ["--data", "one.csv", "--target", "label", "--task", "regression"],

@@ -93,23 +93,28 @@ def check_witness(lines: list[str], succeeded: set[int], failed: set[int]) -> No
             assert e["number"] in failed, e
 
 
-def _assert_each_trial_counted_once(db: str, n: int, *, all_succeeded: bool = True) -> list[Any]:
+def _assert_each_trial_counted_once(
+    db: str, n: int, *, all_succeeded: bool = True, pruned: bool = False
+) -> list[Any]:
     trials = rows(db, "SELECT number, status, attempts, error FROM trials ORDER BY number")
     assert [t[0] for t in trials] == list(range(n)), trials
+    done = ("succeeded", "pruned") if pruned else ("succeeded",)
     for number, status, attempts, error in trials:
         if status == "failed" and not all_succeeded:
             assert "gave up after" in (error or ""), (number, error)
         else:
-            assert status == "succeeded", (number, status, attempts, error)
+            assert status in done, (number, status, attempts, error)
     succeeded = sum(t[1] == "succeeded" for t in trials)
-    # No trial's epochs were written twice, and no failed trial wrote any.
-    assert rows(db, "SELECT count(*) FROM trial_epochs") == [(succeeded * EPOCHS,)]
+    # No trial's epochs were written twice, and no failed trial wrote any; a pruned
+    # trial stopped at the first rung (epoch 1) and kept that epoch.
+    stopped = sum(t[1] == "pruned" for t in trials)
+    assert rows(db, "SELECT count(*) FROM trial_epochs") == [(succeeded * EPOCHS + stopped,)]
     # Failed trials given up by recovery were never recorded by a worker.
     by_worker = {t[0] for t in trials if t[1] == "failed" and "gave up after" not in (t[3] or "")}
     witness = Path(os.environ[WITNESS_ENV])
     check_witness(
         witness.read_text().splitlines(),
-        succeeded={t[0] for t in trials if t[1] == "succeeded"},
+        succeeded={t[0] for t in trials if t[1] in done},
         failed=by_worker,
     )
     return trials
@@ -336,25 +341,53 @@ def test_killed_launch_reruns_without_sending_anything_twice(
     assert _messages_sent(home / "b.db") == 8
 
 
-def test_killed_tpe_launch_resumes_from_the_db(home: Path, embedded: dict[str, str]) -> None:
-    args = ["--trials", "6", "--local-workers", "1", "--study", "tpe", "--sampler", "tpe"]
-    args += ["--in-flight", "2", "--seed", "3", *TINY, *_urls(embedded)]
-    first = launch(home, "first", *args)
-    wait_until(lambda: _succeeded(embedded["db"]) >= 2, 180, "2 succeeded trials")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(10)
-    wait_until(lambda: not _worker_nodes_in(home), 60, "the orphaned workers to exit")
-    before = rows(embedded["db"], "SELECT number, params FROM trials ORDER BY number")
-    assert 2 <= len(before) < 6  # a window of 2 in flight, not the whole study up front
+def test_killed_tpe_asha_launch_resumes_from_the_db(home: Path, backend: dict[str, str]) -> None:
+    """``--sampler tpe --pruner asha``: launch is killed mid-study and relaunched; every
+    trial is counted once, some are pruned at the first rung. On Redis + PostgreSQL the
+    trials run on a separate ``python -m worker``, so pruning decisions come from the DB."""
+    db, embedded = backend["db"], backend["db"].startswith("sqlite")
+    args = ["--trials", "6", "--study", "tpe", "--sampler", "tpe", "--pruner", "asha"]
+    args += ["--in-flight", "2", "--seed", "3", *TINY, *_urls(backend)]
+    args += ["--local-workers", "1" if embedded else "0"]
+    node = None if embedded else worker_node(home, "node", db, backend["broker"])
+    try:
+        first = launch(home, "first", *args)
+        wait_until(lambda: _finished(db) >= 2, 180, "2 finished trials")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        if embedded:  # launch's local workers finish their trial and go
+            wait_until(lambda: not _worker_nodes_in(home), 60, "the orphaned workers to exit")
+        before = rows(db, "SELECT number, params FROM trials ORDER BY number")
+        assert 2 <= len(before) < 6  # a window of 2 in flight, not the whole study up front
 
-    again = run_cli("scheduler", "launch", *args, cwd=home)
+        again = run_cli("scheduler", "launch", *args, cwd=home)
+    finally:
+        if node is not None:
+            node.stop()
     assert again.returncode == 0, again.stderr
     assert "tpe sampler (2 in flight)" in again.stdout
-    _assert_each_trial_counted_once(embedded["db"], 6)
+    trials = _assert_each_trial_counted_once(db, 6, pruned=True)
+    assert any(t[1] == "pruned" for t in trials), trials
     # The trials sampled before the kill are kept as they were, and none is sent twice.
-    after = rows(embedded["db"], "SELECT number, params FROM trials ORDER BY number")
+    after = rows(db, "SELECT number, params FROM trials ORDER BY number")
     assert after[: len(before)] == before
-    assert _messages_sent(home / "b.db") == 6
+    if embedded:
+        assert _messages_sent(home / "b.db") == 6
+    report = json.loads(
+        run_cli("scheduler", "report", "--db", db, "--study", "tpe", "--format", "json",
+                cwd=home).stdout
+    )  # fmt: skip
+    assert report["pruner"] == {"name": "asha", "reduction_factor": 3, "min_epochs": 1}
+    assert report["counts"]["pruned"] == sum(t[1] == "pruned" for t in trials)
+    assert report["epochs_trained"] == rows(db, "SELECT count(*) FROM trial_epochs")[0][0]
+
+
+def _finished(db: str) -> int:
+    try:
+        sql = "SELECT count(*) FROM trials WHERE status IN ('succeeded', 'pruned')"
+        return int(rows(db, sql)[0][0])
+    except sqlalchemy.exc.SQLAlchemyError:  # not created yet
+        return 0
 
 
 def test_two_launches_of_one_study_at_once(home: Path, embedded: dict[str, str]) -> None:

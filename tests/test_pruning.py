@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -162,3 +163,18 @@ def test_relaunch_with_another_pruner_is_refused(sqlite_url: str) -> None:
     _pruned_study(sqlite_url)
     with pytest.raises(StudyConflictError, match=r"pruner: stored asha, given median"):
         _pruned_study(sqlite_url, Pruner.MEDIAN)
+
+
+def test_a_failed_or_retried_trial_keeps_no_epochs_of_a_lost_attempt(sqlite_url: str) -> None:
+    store, study = _pruned_study(sqlite_url)
+    lost = store.claim(study.id, 0, "w", lease_s=0.01)
+    failing = store.claim(study.id, 1, "w", lease_s=60)
+    assert lost is not None and failing is not None
+    store.record_epoch(1, [(lost, _epoch(1, 0.5)), (failing, _epoch(1, 0.4))], "val_accuracy")
+    store.record_epoch(2, [(lost, _epoch(2, 0.6))], "val_accuracy")
+    assert store.fail_trial(failing, "TrialError: val_loss became nan at epoch 2")
+    time.sleep(0.05)
+    assert store.recover_lost(study.id).requeued == (0,)
+    again = store.claim(study.id, 0, "w2", lease_s=60)
+    assert again is not None and again.attempt == 2
+    assert store.epochs_trained(study.id) == 0

@@ -46,8 +46,8 @@ def test_summaries_count_each_state_and_name_the_best(db_url: str) -> None:
 
     detail = study_status(store, "a").as_dict()
     assert detail["workers"] == [
-        {"worker": "host:1", "succeeded": 2, "failed": 0, "running": 0},
-        {"worker": "host:2", "succeeded": 0, "failed": 1, "running": 1},
+        {"worker": "host:1", "succeeded": 2, "pruned": 0, "failed": 0, "running": 0},
+        {"worker": "host:2", "succeeded": 0, "pruned": 0, "failed": 1, "running": 1},
     ]
     assert [f["number"] for f in detail["last_failures"]] == [2]
     assert "ValueError: boom" in detail["last_failures"][0]["error"]

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Cancellation, ClaimedTrial, EpochRecord, Recovery, TrialResult
@@ -123,6 +123,7 @@ class TrialLifecycle:
             ).one_or_none()
             if claimed is None:
                 return None
+            _forget_lost_epochs(conn, [claimed])
             study = conn.execute(select(studies).where(studies.c.id == study_id)).one()
         return _claimed(study, claimed)
 
@@ -166,6 +167,7 @@ class TrialLifecycle:
                 .values(_claim_values(db_now(conn), worker, lease_s))
                 .returning(trials.c.id, trials.c.number, trials.c.params, trials.c.attempts)
             ).all()
+            _forget_lost_epochs(conn, rows)
             study = conn.execute(select(studies).where(studies.c.id == lead.study_id)).one()
         return sorted((_claimed(study, row) for row in rows), key=lambda c: c.number)
 
@@ -263,6 +265,8 @@ class TrialLifecycle:
                 values["duration_s"] = (utcnow() - aware(started)).total_seconds()
             if conn.execute(update(trials).where(_held(claimed)).values(values)).rowcount != 1:
                 return False
+            # A pruner's per-epoch rows go with the failure: a failed trial has no epochs.
+            conn.execute(delete(trial_epochs).where(trial_epochs.c.trial_id == claimed.trial_id))
             _complete_if_done(conn, claimed.study_id)
         return True
 
@@ -410,6 +414,14 @@ class TrialLifecycle:
                     .returning(trials.c.number)
                 ).scalars()
             )
+
+
+def _forget_lost_epochs(conn: Connection, claimed: Sequence[Any]) -> None:
+    """Drop the epochs an earlier, lost attempt wrote as they ended (a pruner's): the new
+    attempt writes its own, and may stop sooner."""
+    again = [row.id for row in claimed if row.attempts > 1]
+    if again:
+        conn.execute(delete(trial_epochs).where(trial_epochs.c.trial_id.in_(again)))
 
 
 def _upsert_epochs(conn: Connection) -> Any:

@@ -73,7 +73,8 @@ class StudyOverview:
         return summaries
 
     def worker_counts(self, study_id: int) -> list[WorkerCounts]:
-        """Per worker process (``host:pid``) of a study: succeeded, failed and running trials."""
+        """Per worker process (``host:pid``) of a study: succeeded, pruned, failed and
+        running trials."""
         with self.session() as conn:
             rows = conn.execute(
                 select(trials.c.worker, trials.c.status, func.count())
@@ -87,6 +88,7 @@ class StudyOverview:
             WorkerCounts(
                 worker=worker,
                 succeeded=states.get(TrialStatus.SUCCEEDED, 0),
+                pruned=states.get(TrialStatus.PRUNED, 0),
                 failed=states.get(TrialStatus.FAILED, 0),
                 running=states.get(TrialStatus.RUNNING, 0),
             )

@@ -202,6 +202,7 @@ class WorkerCounts:
 
     worker: str
     succeeded: int = 0
+    pruned: int = 0
     failed: int = 0
     running: int = 0
 
