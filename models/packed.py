@@ -361,13 +361,8 @@ def reset_pack(
 
 def _assign_starts(model: PackedModel, seeds: Sequence[int]) -> None:
     """Member k's weights: those its network alone draws under ``seeds[k]``."""
-    starts = [
-        _initial_weights(
-            model.n_features, model.n_outputs, model.units, model.activation_names,
-            model.batch_norm, model.task, seed,
-        )  # fmt: skip
-        for seed in seeds
-    ]
+    shape = (model.units, model.activation_names, model.batch_norm, model.task)
+    starts = [_initial_weights(model.n_features, model.n_outputs, *shape, seed) for seed in seeds]
     for i, layer in enumerate(_weighted(model)):
         for j, variable in enumerate(_variables(layer)):
             stacked = ops.stack([s[i][j] for s in starts])
