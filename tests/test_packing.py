@@ -245,37 +245,3 @@ def test_members_that_differ_only_in_rates_share_a_pack() -> None:
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "batch_norm": False}, SETTINGS)
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "optimizer": "adam"}, SETTINGS)
     assert pack_shape(a, SETTINGS) != pack_shape({**a, "dense_units3": 9}, SETTINGS)
-
-
-def test_a_pack_of_a_built_shape_reuses_its_model_and_trains_as_a_new_one(small: Splits) -> None:
-    """The second pack of a shape in a process trains on the first one's model, reset: the
-    same results as a new model, and no new traced step (each one leaks in Keras)."""
-    import gc
-
-    from seqsweep.trial import packed
-
-    settings = StudySettings(epochs=1, batch_size=32, pack_size=4)
-    rng = np.random.default_rng(7)
-    params = [
-        {
-            "dense_units": 8,
-            "dropout_rate1": float(rng.uniform(0.1, 0.5)),
-            "dropout_rate2": float(rng.uniform(0.1, 0.5)),
-            "learning_rate": float(10 ** rng.uniform(-3, -2)),
-            "l2": float(10 ** rng.uniform(-5, -3)),
-        }
-        for _ in range(6)
-    ]
-    packed._BUILT.clear()
-    first = _results(run_pack(params[:3], [1, 2, 3], small, settings, study_seed=9))
-    (model,) = packed._BUILT.values()
-    _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
-    gc.collect()
-    traced = sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
-    again = _results(run_pack(params[:3], [1, 2, 3], small, settings, study_seed=9))
-    assert list(packed._BUILT.values()) == [model]
-    gc.collect()
-    assert sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects()) == traced
-    for a, b in zip(first, again, strict=True):
-        assert (a.val_loss, a.test_accuracy) == (b.val_loss, b.test_accuracy)
-    assert len({r.val_loss for r in first}) == 3  # each member trained with its own rates

@@ -10,7 +10,6 @@ members share no weights.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from seqsweep.dataset import Splits
 from seqsweep.db.records import TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import order_seed, pack_dropout_seed, trial_seed
-from seqsweep.settings import PACK_CACHE_SIZE, StudySettings
+from seqsweep.settings import StudySettings
 from seqsweep.structure import SGD_MOMENTUM, Structure
 from seqsweep.trial.alone import (
     STEPS_PER_EXECUTION,
@@ -58,53 +57,6 @@ def member_of(structure: Structure) -> Any:
     )
 
 
-#: Built packs of this process, by what their traced step depends on (:func:`_pack_model`).
-_BUILT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-
-
-def _pack_model(
-    n_features: int,
-    n_outputs: int,
-    first: Structure,
-    members: list[Any],
-    seeds: list[int],
-    dropout_seeds: list[int],
-    task: str,
-) -> tuple[tuple[Any, ...], Any]:
-    """A compiled pack for these members: a built one of the same shape and traced step,
-    reset, or a new one (kept, dropping the least recently used beyond
-    ``PACK_CACHE_SIZE``). Reuse traces nothing new; each new build leaks the traced
-    step that Keras keeps after ``clear_session``."""
-    from models.packed import build_packed, reset_pack, reuse_key
-
-    key = (n_features, n_outputs, task, first.shape, reuse_key(members))
-    model = _BUILT.pop(key, None)
-    if model is not None:
-        reset_pack(model, members, seeds, dropout_seeds)
-    else:
-        model = build_packed(
-            n_features,
-            n_outputs,
-            units=first.units,
-            activations=first.activations,
-            batch_norm=first.batch_norm,
-            optimizer=first.optimizer,
-            momentum=SGD_MOMENTUM,
-            members=members,
-            seeds=seeds,
-            dropout_seeds=dropout_seeds,
-            task=task,
-            steps_per_execution=STEPS_PER_EXECUTION,
-        )
-    return key, model
-
-
-def _keep_built(key: tuple[Any, ...], model: Any) -> None:
-    _BUILT[key] = model
-    while len(_BUILT) > PACK_CACHE_SIZE:
-        _BUILT.popitem(last=False)
-
-
 def run_pack(
     params: Sequence[dict[str, Any]],
     numbers: Sequence[int],
@@ -123,6 +75,8 @@ def run_pack(
     """
     import keras
 
+    from models.packed import build_packed
+
     shape, epochs, batch_size = pack_shape(params[0], settings)
     if any(pack_shape(p, settings) != (shape, epochs, batch_size) for p in params):
         raise ValueError("every member of a pack must share its structure, epochs and batch_size")
@@ -131,36 +85,41 @@ def run_pack(
     seeds = [trial_seed(study_seed, n) for n in numbers]
     started = time.perf_counter()
     y_train, y_val, y_test = targets(keras, splits)
-    # A pack that fails midway is not kept: it holds no longer a state reset_pack knows.
-    key, model = _pack_model(
-        splits.x_train.shape[1],
-        splits.n_outputs,
-        first,
-        [member_of(m) for m in structures],
-        seeds,
-        [pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))],
-        str(splits.task),
-    )
-    keras.utils.set_random_seed(order_seed(study_seed))
-    history = model.fit(
-        splits.x_train,
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=(splits.x_val, y_val),
-        callbacks=stop_callbacks(keras, should_stop),
-        verbose=0,
-    ).history
-    if should_stop is not None and should_stop():
-        _keep_built(key, model)
-        raise TrialError("training stopped: this worker no longer holds the trials' leases")
-    test = model.evaluate(
-        splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
-    )
-    extras = _aucs(model, splits, len(numbers)) if auc else [{} for _ in numbers]
-    if keep is not None:
-        keep(model)
-    _keep_built(key, model)
+    try:
+        model = build_packed(
+            splits.x_train.shape[1],
+            splits.n_outputs,
+            units=first.units,
+            activations=first.activations,
+            batch_norm=first.batch_norm,
+            optimizer=first.optimizer,
+            momentum=SGD_MOMENTUM,
+            members=[member_of(m) for m in structures],
+            seeds=seeds,
+            dropout_seeds=[pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))],
+            task=str(splits.task),
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
+        keras.utils.set_random_seed(order_seed(study_seed))
+        history = model.fit(
+            splits.x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=(splits.x_val, y_val),
+            callbacks=stop_callbacks(keras, should_stop),
+            verbose=0,
+        ).history
+        if should_stop is not None and should_stop():
+            raise TrialError("training stopped: this worker no longer holds the trials' leases")
+        test = model.evaluate(
+            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
+        )
+        extras = _aucs(model, splits, len(numbers)) if auc else [{} for _ in numbers]
+        if keep is not None:
+            keep(model)
+    finally:
+        keras.backend.clear_session()
     share = (time.perf_counter() - started) / len(numbers)
     device = current_device()
     pack = tuple(numbers) if len(numbers) > 1 else None
