@@ -341,38 +341,43 @@ def test_killed_launch_reruns_without_sending_anything_twice(
     assert _messages_sent(home / "b.db") == 8
 
 
+#: The issue's study: tpe + asha, 60 trials, the scheduler killed a third of the way in.
+TPE_ASHA_TRIALS = 60
+
+
 def test_killed_tpe_asha_launch_resumes_from_the_db(home: Path, backend: dict[str, str]) -> None:
     """``--sampler tpe --pruner asha``: launch is killed mid-study and relaunched; every
     trial is counted once, some are pruned at the first rung. On Redis + PostgreSQL the
     trials run on a separate ``python -m worker``, so pruning decisions come from the DB."""
     db, embedded = backend["db"], backend["db"].startswith("sqlite")
-    args = ["--trials", "6", "--study", "tpe", "--sampler", "tpe", "--pruner", "asha"]
-    args += ["--in-flight", "2", "--seed", "3", *TINY, *_urls(backend)]
+    args = ["--trials", str(TPE_ASHA_TRIALS), "--study", "tpe"]
+    args += ["--sampler", "tpe", "--pruner", "asha"]
+    args += ["--in-flight", "8", "--seed", "3", *TINY, *_urls(backend)]
     args += ["--local-workers", "1" if embedded else "0"]
     node = None if embedded else worker_node(home, "node", db, backend["broker"])
     try:
         first = launch(home, "first", *args)
-        wait_until(lambda: _finished(db) >= 2, 180, "2 finished trials")
+        wait_until(lambda: _finished(db) >= 20, 240, "20 finished trials")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         if embedded:  # launch's local workers finish their trial and go
             wait_until(lambda: not _worker_nodes_in(home), 60, "the orphaned workers to exit")
         before = rows(db, "SELECT number, params FROM trials ORDER BY number")
-        assert 2 <= len(before) < 6  # a window of 2 in flight, not the whole study up front
+        assert 20 <= len(before) < TPE_ASHA_TRIALS  # a window of 8 in flight, not the whole study
 
         again = run_cli("scheduler", "launch", *args, cwd=home)
     finally:
         if node is not None:
             node.stop()
     assert again.returncode == 0, again.stderr
-    assert "tpe sampler (2 in flight)" in again.stdout
-    trials = _assert_each_trial_counted_once(db, 6, pruned=True)
+    assert "tpe sampler (8 in flight)" in again.stdout
+    trials = _assert_each_trial_counted_once(db, TPE_ASHA_TRIALS, pruned=True)
     assert any(t[1] == "pruned" for t in trials), trials
     # The trials sampled before the kill are kept as they were, and none is sent twice.
     after = rows(db, "SELECT number, params FROM trials ORDER BY number")
     assert after[: len(before)] == before
     if embedded:
-        assert _messages_sent(home / "b.db") == 6
+        assert _messages_sent(home / "b.db") == TPE_ASHA_TRIALS
     report = json.loads(
         run_cli("scheduler", "report", "--db", db, "--study", "tpe", "--format", "json",
                 cwd=home).stdout
