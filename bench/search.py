@@ -69,8 +69,6 @@ def main() -> None:
     methods = [m for m in args.only if "asha" not in m or _has_pruner()]
     skipped = [m for m in args.only if m not in methods]
     runs = _run_all(args, methods)
-    if args.json is not None:
-        args.json.write_text(json.dumps(runs, indent=1))
     print()
     print(
         f"{args.trials} trials x {args.seeds} seeds, {args.epochs} epochs, batch 32, "
@@ -204,6 +202,8 @@ def _run_all(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str
                         print(f"{name} {m}: FAILED {exc}", flush=True)
                         continue
                     print(f"{name} {m}: {out[name][m]}", flush=True)
+                if args.json is not None:  # so that an interrupted long run keeps its data sets
+                    args.json.write_text(json.dumps(out, indent=1))
                 # Each data set's table as soon as it is done: a long run shows its progress.
                 print(
                     f"\n{name}\n"

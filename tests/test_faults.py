@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -345,6 +346,9 @@ def test_killed_launch_reruns_without_sending_anything_twice(
 TPE_ASHA_TRIALS = 60
 
 
+# The relaunch normally takes 1 to 2 minutes; once in CI it ran past 300 s unexplained, so
+# it gets room and, if it ever stalls, a failure that shows where (_relaunch).
+@pytest.mark.timeout(600)
 def test_killed_tpe_asha_launch_resumes_from_the_db(home: Path, backend: dict[str, str]) -> None:
     """``--sampler tpe --pruner asha``: launch is killed mid-study and relaunched; every
     trial is counted once, some are pruned at the first rung. On Redis + PostgreSQL the
@@ -365,7 +369,7 @@ def test_killed_tpe_asha_launch_resumes_from_the_db(home: Path, backend: dict[st
         before = rows(db, "SELECT number, params FROM trials ORDER BY number")
         assert 20 <= len(before) < TPE_ASHA_TRIALS  # a window of 8 in flight, not the whole study
 
-        again = run_cli("scheduler", "launch", *args, cwd=home)
+        again = _relaunch(home, db, args)
     finally:
         if node is not None:
             node.stop()
@@ -385,6 +389,22 @@ def test_killed_tpe_asha_launch_resumes_from_the_db(home: Path, backend: dict[st
     assert report["pruner"] == {"name": "asha", "reduction_factor": 3, "min_epochs": 1}
     assert report["counts"]["pruned"] == sum(t[1] == "pruned" for t in trials)
     assert report["epochs_trained"] == rows(db, "SELECT count(*) FROM trial_epochs")[0][0]
+
+
+def _relaunch(home: Path, db: str, args: list[str]) -> Any:
+    """``launch`` again; a stall fails with its output, the trials' states and the logs."""
+    try:
+        return run_cli("scheduler", "launch", *args, cwd=home, timeout=420)
+    except subprocess.TimeoutExpired as exc:
+        states = rows(db, "SELECT status, count(*) FROM trials GROUP BY status")
+        logs = {
+            str(p.relative_to(home)): p.read_text(errors="replace")[-2000:]
+            for p in sorted(home.rglob("*.log"))
+        }
+        pytest.fail(
+            f"the relaunch stalled; trials {states}\nstdout {exc.stdout!r}\n"
+            f"stderr {exc.stderr!r}\nlogs {json.dumps(logs, indent=1)}"
+        )
 
 
 def _finished(db: str) -> int:

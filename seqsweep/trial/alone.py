@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from seqsweep.dataset import Splits
@@ -73,25 +73,12 @@ def run_trial(
             )
         y_train, y_val, y_test = targets(keras, splits)
         pruning = prune_callbacks(keras, splits, stops_at)
-        history = model.fit(
-            splits.x_train,
-            y_train,
-            epochs=epochs,
-            batch_size=batch_size,
-            validation_data=(splits.x_val, y_val),
-            callbacks=[
-                keras.callbacks.TerminateOnNaN(),
-                *stop_callbacks(keras, should_stop),
-                *pruning,
-            ],
-            verbose=0,
-        ).history
-        if should_stop is not None and should_stop():
-            raise TrialError("training stopped: this worker no longer holds the trial's lease")
+        history = fit_leased(
+            keras, model, splits, y_train, y_val, epochs=epochs, batch_size=batch_size,
+            should_stop=should_stop, callbacks=[keras.callbacks.TerminateOnNaN(), *pruning],
+        )  # fmt: skip
         _check_finite(history)
-        test = model.evaluate(
-            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
-        )
+        test = evaluate_test(model, splits, y_test, batch_size)
         extra = {}
         if auc:
             for split, x, y in (
@@ -342,7 +329,50 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def stop_callbacks(keras: Any, should_stop: Callable[[], bool] | None) -> list[Any]:
+def fit_leased(
+    keras: Any,
+    model: Any,
+    splits: Splits,
+    y_train: Any,
+    y_val: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None,
+    callbacks: Sequence[Any] = (),
+    initial_epoch: int = 0,
+    whose: str = "trial's lease",
+) -> dict[str, list[float]]:
+    """``fit`` on the training split, validated on the val split, and its history.
+
+    Raises TrialError when ``should_stop`` turned true (the worker lost ``whose``): the
+    trial now belongs to another worker, and what this one trained must not be recorded.
+    """
+    history = model.fit(
+        splits.x_train,
+        y_train,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size,
+        validation_data=(splits.x_val, y_val),
+        callbacks=[*callbacks, *_stop_callbacks(keras, should_stop)],
+        verbose=0,
+    ).history
+    if should_stop is not None and should_stop():
+        raise TrialError(f"training stopped: this worker no longer holds the {whose}")
+    return dict(history)
+
+
+def evaluate_test(model: Any, splits: Splits, y_test: Any, batch_size: int) -> dict[str, float]:
+    """The model's metrics on the test split (in batches of at least 256: no training)."""
+    return dict(
+        model.evaluate(
+            splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
+        )
+    )
+
+
+def _stop_callbacks(keras: Any, should_stop: Callable[[], bool] | None) -> list[Any]:
     """A callback that ends ``fit`` once ``should_stop()``; checked after each compiled call."""
     if should_stop is None:
         return []

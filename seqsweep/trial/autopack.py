@@ -25,8 +25,8 @@ from seqsweep.settings import (
     MAX_PACK_SIZE,
     StudySettings,
 )
-from seqsweep.structure import SGD_MOMENTUM, Structure
-from seqsweep.trial.packed import member_of, pack_shape
+from seqsweep.structure import Structure
+from seqsweep.trial.packed import build_pack, pack_shape
 
 #: Steps timed per candidate after the one that compiles; the best is kept (a busy
 #: machine only ever makes a step slower).
@@ -112,7 +112,6 @@ def _step_timer(
     def step(size: int) -> float:
         import keras
 
-        from models.packed import build_packed
         from seqsweep.trial.alone import targets
 
         structure = Structure.from_params(params)
@@ -120,18 +119,11 @@ def _step_timer(
         rows = min(batch_size, len(splits.x_train))
         y_train = targets(keras, splits)[0][:rows]
         try:
-            model = build_packed(
-                splits.x_train.shape[1],
-                splits.n_outputs,
-                units=structure.units,
-                activations=structure.activations,
-                batch_norm=structure.batch_norm,
-                optimizer=structure.optimizer,
-                momentum=SGD_MOMENTUM,
-                members=[member_of(structure)] * size,
-                seeds=[trial_seed(0, 0)] * size,
-                dropout_seeds=list(range(len(structure.units))),
-                task=str(splits.task),
+            model = build_pack(
+                splits,
+                [structure] * size,
+                [trial_seed(0, 0)] * size,
+                list(range(len(structure.units))),
             )
             x = splits.x_train[:rows]
             model.train_on_batch(x, y_train)  # compiles

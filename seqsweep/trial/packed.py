@@ -25,7 +25,8 @@ from seqsweep.trial.alone import (
     binary_auc,
     current_device,
     epoch_record,
-    stop_callbacks,
+    evaluate_test,
+    fit_leased,
     targets,
     trial_result,
 )
@@ -40,6 +41,9 @@ _METRICS = {
     Task.CLASSIFICATION: ("loss", "accuracy"),
     Task.REGRESSION: ("loss", "mean_squared_error", "mean_absolute_error"),
 }
+
+
+_LEASES = "trials' leases"
 
 
 def pack_shape(params: dict[str, Any], settings: StudySettings) -> tuple[Any, ...]:
@@ -60,6 +64,35 @@ def member_of(structure: Structure) -> Any:
         learning_rate=structure.learning_rate,
         l2=structure.l2,
         weight_decay=structure.weight_decay,
+    )
+
+
+def build_pack(
+    splits: Splits,
+    members: Sequence[Structure],
+    seeds: Sequence[int],
+    dropout_seeds: Sequence[int],
+    *,
+    steps_per_execution: int = 1,
+) -> Any:
+    """The compiled pack of ``members`` (structures of one shape) for ``splits``'s data;
+    member k starts from the weights its network gets alone under ``seeds[k]``."""
+    from models.packed import build_packed
+
+    first = members[0]
+    return build_packed(
+        splits.x_train.shape[1],
+        splits.n_outputs,
+        units=first.units,
+        activations=first.activations,
+        batch_norm=first.batch_norm,
+        optimizer=first.optimizer,
+        momentum=SGD_MOMENTUM,
+        members=[member_of(s) for s in members],
+        seeds=seeds,
+        dropout_seeds=dropout_seeds,
+        task=str(splits.task),
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -84,8 +117,6 @@ def run_pack(
     """
     import keras
 
-    from models.packed import build_packed
-
     shape, epochs, batch_size = pack_shape(params[0], settings)
     if any(pack_shape(p, settings) != (shape, epochs, batch_size) for p in params):
         raise ValueError("every member of a pack must share its structure, epochs and batch_size")
@@ -96,18 +127,11 @@ def run_pack(
     dropout_seeds = [pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))]
 
     def build(members: Sequence[int]) -> Any:
-        return build_packed(
-            splits.x_train.shape[1],
-            splits.n_outputs,
-            units=first.units,
-            activations=first.activations,
-            batch_norm=first.batch_norm,
-            optimizer=first.optimizer,
-            momentum=SGD_MOMENTUM,
-            members=[member_of(structures[k]) for k in members],
-            seeds=[seeds[k] for k in members],
-            dropout_seeds=dropout_seeds,
-            task=str(splits.task),
+        return build_pack(
+            splits,
+            [structures[k] for k in members],
+            [seeds[k] for k in members],
+            dropout_seeds,
             steps_per_execution=STEPS_PER_EXECUTION,
         )
 
@@ -170,20 +194,11 @@ def _fit(
     import keras
 
     y_train, y_val, y_test = targets(keras, splits)
-    history = model.fit(
-        splits.x_train,
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=(splits.x_val, y_val),
-        callbacks=stop_callbacks(keras, should_stop),
-        verbose=0,
-    ).history
-    if should_stop is not None and should_stop():
-        raise TrialError("training stopped: this worker no longer holds the trials' leases")
-    test = model.evaluate(
-        splits.x_test, y_test, batch_size=max(batch_size, 256), verbose=0, return_dict=True
-    )
+    history = fit_leased(
+        keras, model, splits, y_train, y_val, epochs=epochs, batch_size=batch_size,
+        should_stop=should_stop, whose=_LEASES,
+    )  # fmt: skip
+    test = evaluate_test(model, splits, y_test, batch_size)
     extras = _aucs(model, splits, members) if auc else [{} for _ in range(members)]
     return _Fitted(model, [history] * members, [test] * members, extras)
 
@@ -259,18 +274,10 @@ def _fit_pruning(
     pruned: set[int] = set()
     for epoch in range(1, epochs + 1):
         keras.utils.set_random_seed(epoch_order_seed(study_seed, epoch))
-        logs = model.fit(
-            splits.x_train,
-            y_train,
-            epochs=epoch,
-            initial_epoch=epoch - 1,
-            batch_size=batch_size,
-            validation_data=(splits.x_val, y_val),
-            callbacks=stop_callbacks(keras, should_stop),
-            verbose=0,
-        ).history
-        if should_stop is not None and should_stop():
-            raise TrialError("training stopped: this worker no longer holds the trials' leases")
+        logs = fit_leased(
+            keras, model, splits, y_train, y_val, epochs=epoch, initial_epoch=epoch - 1,
+            batch_size=batch_size, should_stop=should_stop, whose=_LEASES,
+        )  # fmt: skip
         for j, k in enumerate(active):
             for pre in ("", "val_"):
                 for m in names:
@@ -288,13 +295,7 @@ def _fit_pruning(
             stop = stops_at(epoch, records)
             leaving = [j for j, k in enumerate(active) if numbers[k] in stop]
         if epoch == epochs or leaving:
-            scores = model.evaluate(
-                splits.x_test,
-                y_test,
-                batch_size=max(batch_size, 256),
-                verbose=0,
-                return_dict=True,
-            )
+            scores = evaluate_test(model, splits, y_test, batch_size)
             done = range(len(active)) if epoch == epochs else leaving
             for j in done:
                 tests[active[j]] = {f"m0_{m}": float(scores[f"m{j}_{m}"]) for m in names}
