@@ -77,6 +77,39 @@ raise ImportError(f"the caller's {__name__}.py was imported instead of seqsweep'
 """
 
 
+def create_study(
+    store: Any,
+    n: int = 0,
+    *,
+    name: str = "s",
+    space: Any = None,
+    settings: dict[str, Any] | None = None,
+    data: Any = None,
+    seed: int | None = 1,
+    fresh_seed: int = 99,
+    max_attempts: int = 3,
+) -> Any:
+    """Write a study straight through ``store`` (no launch), with ``n`` trials sampled at
+    random from ``space`` (default: the article's); returns ``(study, added numbers)``."""
+    from scheduler.data import synthetic_dataset
+    from scheduler.sampling import sample
+    from scheduler.space import default_space
+    from seqsweep.settings import StudySettings
+
+    space = default_space() if space is None else space
+    return store.create_study(
+        name,
+        seed=seed,
+        fresh_seed=fresh_seed,
+        space=space.to_dict(),
+        settings=StudySettings(epochs=1).to_dict() if settings is None else settings,
+        data=synthetic_dataset(n_rows=60) if data is None else data,
+        trials=n,
+        sample=lambda s, i: sample(space, s, i),
+        max_attempts=max_attempts,
+    )
+
+
 def write_hostile_modules(folder: Path) -> list[str]:
     """Give ``folder`` a ``worker.py`` and ``models.py`` of a user's project; return the names
     of the markers they leave when imported (none may appear)."""

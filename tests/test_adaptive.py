@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from scheduler.adaptive import AdaptiveSampler, default_in_flight
-from scheduler.data import synthetic_dataset
 from scheduler.sampling import sample
 from scheduler.space import SearchSpace
 from seqsweep.db import EpochRecord, ResultStore, TrialResult
 from seqsweep.errors import UsageError
 from seqsweep.settings import StudySettings
 from seqsweep.vocab import OBJECTIVES, Sampler, TrialStatus
+from tests.conftest import create_study
 
 SPACE = SearchSpace.from_dict(
     {
@@ -52,16 +52,8 @@ def _study(
 ) -> tuple[ResultStore, Any]:
     store = ResultStore(url)
     settings = StudySettings(epochs=1, sampler=sampler).to_dict()
-    study, added = store.create_study(
-        str(sampler),
-        seed=5,
-        fresh_seed=1,
-        space=space.to_dict(),
-        settings=settings,
-        data=synthetic_dataset(n_rows=60),
-        trials=0,
-        sample=lambda seed, number: {},
-        max_attempts=3,
+    study, added = create_study(
+        store, name=str(sampler), space=space, settings=settings, seed=5, fresh_seed=1
     )
     assert added == []
     return store, study

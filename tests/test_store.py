@@ -20,26 +20,15 @@ from seqsweep.db.migrate import current_revision, head_revision
 from seqsweep.db.schema import metadata
 from seqsweep.errors import ConnectionFailedError, StudyConflictError
 from seqsweep.settings import StudySettings
+from tests.conftest import create_study
 
 SPACE = default_space()
 DATA = synthetic_dataset(n_rows=60)
 SETTINGS = StudySettings(epochs=1, val_fraction=0.25).to_dict()  # floats round-trip too
 
 
-def _create(
-    store: ResultStore, n: int, *, name: str = "s", seed: int | None = 1, max_attempts: int = 3
-) -> Any:
-    return store.create_study(
-        name,
-        seed=seed,
-        fresh_seed=99,
-        space=SPACE.to_dict(),
-        settings=SETTINGS,
-        data=DATA,
-        trials=n,
-        sample=lambda s, i: sample(SPACE, s, i),
-        max_attempts=max_attempts,
-    )
+def _create(store: ResultStore, n: int, **kwargs: Any) -> Any:
+    return create_study(store, n, settings=SETTINGS, data=DATA, **kwargs)
 
 
 def _claim(store: ResultStore, study_id: int, number: int, worker: str = "w", lease_s: float = 60):
