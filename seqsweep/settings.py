@@ -89,6 +89,9 @@ MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 
 
 DEFAULT_PACK_SIZE = 32
+#: Built packs a worker process keeps for reuse (least recently used dropped first):
+#: building one anew costs a new traced step that Keras never frees (bench/memory.py).
+PACK_CACHE_SIZE = 8
 #: ``--pack-size auto``: each worker process measures its own pack size per device and
 #: shape (``seqsweep.trial.autopack``); the study stores the word, not a number.
 PACK_SIZE_AUTO = "auto"
