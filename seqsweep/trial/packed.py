@@ -183,9 +183,10 @@ def run_pack(
     started = time.perf_counter()
     dropout_seeds = [pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))]
 
-    # The packs this run takes from the cache (a pruned pack's slices are packs of their
-    # own key); they go back only once the run has ended well: one that fails midway
-    # holds no state reset_pack knows.
+    # The packs this run takes from the cache or builds (a pruned pack's slices are packs
+    # of their own key); they go back only once the run has ended well. One whose fit
+    # raised is dropped: on JAX its variables may still be detached (the trainer purges
+    # them during fit and reattaches them only at its end).
     used: list[tuple[tuple[Any, ...], Any]] = []
 
     def build(members: Sequence[int]) -> Any:
