@@ -99,6 +99,10 @@ def build_pack(
 
 #: Built packs of this process, by what their traced step depends on (:func:`pack_key`).
 _BUILT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+#: How often this process asked for each key, most recent last: a pack is kept only once
+#: its key has come a second time, so a study whose keys never repeat holds no packs.
+_ASKED: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+_ASKED_SIZE = 256
 
 
 def pack_key(
@@ -134,6 +138,10 @@ def reused_pack(
     from models.packed import reset_pack
 
     key = pack_key(splits, members, steps_per_execution)
+    _ASKED[key] = _ASKED.get(key, 0) + 1
+    _ASKED.move_to_end(key)
+    while len(_ASKED) > _ASKED_SIZE:
+        _ASKED.popitem(last=False)
     model = _BUILT.pop(key, None)
     if model is None:
         model = build_pack(
@@ -145,8 +153,10 @@ def reused_pack(
 
 
 def keep_pack(key: tuple[Any, ...], model: Any) -> None:
-    """Keep a trained pack for the next of its key, dropping the least recently used
-    beyond ``PACK_CACHE_SIZE``."""
+    """Keep a trained pack for the next of its key once that key has come twice, dropping
+    the least recently used beyond ``PACK_CACHE_SIZE``."""
+    if _ASKED.get(key, 0) < 2:
+        return
     _BUILT[key] = model
     _BUILT.move_to_end(key)
     while len(_BUILT) > PACK_CACHE_SIZE:
