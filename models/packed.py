@@ -47,22 +47,32 @@ def packed_optimizer(
     vector: member k of every variable steps with its own rate.
 
     Each optimizer's update is elementwise in the rate, so a per-member rate broadcast
-    over a variable's member axis is K independent optimizers.
+    over a variable's member axis is K independent optimizers. The rates are optimizer
+    variables, not constants of the traced step, so that :func:`reset_pack` can give a
+    built pack new members (JAX's trainer passes only tracked variables into its step).
     """
     base = type(make_optimizer(kind, 1.0, 0.0, momentum))
-    rates = [m.learning_rate for m in members]
-    decays = [m.weight_decay for m in members]
+    k = len(members)
 
     class Packed(base):  # type: ignore[valid-type, misc]
+        def build(self, variables: Any) -> None:
+            if self.built:
+                return
+            super().build(variables)
+            self.member_rates = self.add_variable((k,), name="member_learning_rates")
+            self.member_decays = self.add_variable((k,), name="member_weight_decays")
+            set_member_rates(self, members)
+
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-            super().update_step(gradient, variable, _per_member(rates, variable))
+            super().update_step(gradient, variable, _per_member(self.member_rates, variable))
 
         def _apply_weight_decay(self, variables: Any) -> None:
             if kind != "adamw":
                 return
             for variable in variables:
                 if self._use_weight_decay(variable):
-                    wd, lr = _per_member(decays, variable), _per_member(rates, variable)
+                    wd = _per_member(self.member_decays, variable)
+                    lr = _per_member(self.member_rates, variable)
                     variable.assign(variable - variable * wd * lr)
 
     extra: dict[str, Any] = {"momentum": momentum} if kind == "sgd" else {}
@@ -71,9 +81,15 @@ def packed_optimizer(
     return Packed(learning_rate=1.0, **extra)
 
 
-def _per_member(values: Sequence[float], variable: Any) -> Any:
-    shape = (len(values),) + (1,) * (len(variable.shape) - 1)
-    return ops.reshape(ops.convert_to_tensor(list(values), dtype=variable.dtype), shape)
+def set_member_rates(optimizer: Any, members: Sequence[Member]) -> None:
+    """Give a built packed optimizer ``members``' learning rates and weight decays."""
+    optimizer.member_rates.assign([m.learning_rate for m in members])
+    optimizer.member_decays.assign([m.weight_decay for m in members])
+
+
+def _per_member(values: Any, variable: Any) -> Any:
+    shape = (values.shape[0],) + (1,) * (len(variable.shape) - 1)
+    return ops.reshape(ops.cast(values, variable.dtype), shape)
 
 
 class PackedDense(keras.layers.Layer):
@@ -130,18 +146,24 @@ class PackedDropout(keras.layers.Layer):
 
     One op instead of one per member makes a pack of 32 about 2.5x faster. The price:
     a member's masks depend on the pack's seed and its place in the pack, so a trial
-    trained packed and alone sees different (equally distributed) masks.
+    trained packed and alone sees different (equally distributed) masks. The rates are
+    a variable so that a built pack takes new members; whether any is above zero is
+    part of the traced step, and so of the pack's shape (:func:`reuse_key`).
     """
 
     def __init__(self, rates: Sequence[float], seed: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rates = [float(r) for r in rates]
+        self.active = any(rates)
+        self.rates = self.add_weight(
+            shape=(len(rates),), initializer="zeros", name="rates", trainable=False
+        )
+        self.rates.assign([float(r) for r in rates])
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        if not training or not any(self.rates):
+        if not training or not self.active:
             return inputs
-        rates = ops.reshape(ops.convert_to_tensor(self.rates, dtype=inputs.dtype), (-1, 1, 1))
+        rates = ops.reshape(ops.cast(self.rates, inputs.dtype), (-1, 1, 1))
         draw = keras.random.uniform(ops.shape(inputs), seed=self.generator, dtype=inputs.dtype)
         return ops.where(draw >= rates, inputs / (1.0 - rates), 0.0)
 
@@ -224,7 +246,9 @@ class PackedModel(keras.Model):
         self.members, self.n_features, self.n_outputs = k, n_features, n_outputs
         self.units, self.activation_names = tuple(units), tuple(activations)
         self.batch_norm, self.task = batch_norm, task
-        self.l2 = [m.l2 for m in members]
+        self.has_l2 = any(m.l2 for m in members)
+        self.l2 = self.add_weight(shape=(k,), initializer="zeros", name="l2", trainable=False)
+        self.l2.assign([m.l2 for m in members])
         self.hidden = [
             PackedDense(k, size, None if batch_norm else activation)
             for size, activation in zip(units, activations, strict=True)
@@ -236,6 +260,7 @@ class PackedModel(keras.Model):
         ]
         self.head = PackedDense(k, n_outputs)
         self.packed_metrics = PackedMetrics(k, task == "regression", name="members")
+        self.key = reuse_key(members)
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         h = ops.broadcast_to(x[None], (self.members, *ops.shape(x)))
@@ -249,9 +274,9 @@ class PackedModel(keras.Model):
 
     def penalties(self) -> Any:
         """Each member's L2 penalty on its hidden kernels, (K,); None without L2."""
-        if not any(self.l2):
+        if not self.has_l2:
             return None
-        factors = ops.convert_to_tensor(self.l2, dtype=self.hidden[0].kernel.dtype)
+        factors = ops.cast(self.l2, self.hidden[0].kernel.dtype)
         squares = sum(ops.sum(ops.square(d.kernel), axis=(1, 2)) for d in self.hidden)
         return factors * squares
 
@@ -271,7 +296,7 @@ class PackedModel(keras.Model):
         return loss if penalties is None else loss + ops.sum(penalties)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        held = self.packed_metrics.step_penalties if any(self.l2) else None
+        held = self.packed_metrics.step_penalties if self.has_l2 else None
         self.packed_metrics.update_state(y, y_pred, held)
         return self.get_metrics_result()
 
@@ -299,10 +324,59 @@ def build_packed(
         members=members, dropout_seeds=dropout_seeds, task=task,
     )  # fmt: skip
     model(ops.zeros((1, n_features)))  # creates the weights
-    # One network built per distinct seed: --pack-size auto times packs of one trial's
-    # copies, up to 256 of them.
+    _assign_starts(model, seeds)
+    model.compile(
+        optimizer=packed_optimizer(optimizer, members, momentum),
+        steps_per_execution=steps_per_execution,
+    )
+    # Built now rather than by the first fit, so that its fresh state can be kept.
+    model.optimizer.build(model.trainable_variables)
+    model.fresh_optimizer = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    return model
+
+
+def reuse_key(members: Sequence[Member]) -> tuple[Any, ...]:
+    """What the traced step of a pack depends on besides its shape: its size, which
+    layers drop out at all, and whether any member has an L2 penalty."""
+    layers = len(members[0].dropouts)
+    return (
+        len(members),
+        tuple(any(m.dropouts[i] for m in members) for i in range(layers)),
+        any(m.l2 for m in members),
+    )
+
+
+def reset_pack(
+    model: PackedModel,
+    members: Sequence[Member],
+    seeds: Sequence[int],
+    dropout_seeds: Sequence[int],
+) -> None:
+    """Make a trained pack what :func:`build_packed` would build for these members and
+    seeds (same :func:`reuse_key`): initial weights and batch-norm statistics, rates,
+    dropout seeds, a fresh optimizer (moments and step count). Training it again traces
+    nothing new."""
+    if reuse_key(members) != model.key:
+        raise ValueError(f"a pack of {reuse_key(members)} cannot reuse {model.key}")
+    _assign_starts(model, seeds)
+    for i, drop in enumerate(model.drops):
+        drop.rates.assign([float(m.dropouts[i]) for m in members])
+        drop.generator.state.assign(
+            ops.convert_to_tensor([dropout_seeds[i], 0], dtype=drop.generator.state.dtype)
+        )
+    model.l2.assign([m.l2 for m in members])
+    for variable, value in zip(model.optimizer.variables, model.fresh_optimizer, strict=True):
+        variable.assign(value)
+    set_member_rates(model.optimizer, members)
+
+
+def _assign_starts(model: PackedModel, seeds: Sequence[int]) -> None:
+    """Member k's weights: those its network alone draws under ``seeds[k]``. One network
+    is built per distinct seed: --pack-size auto times packs of one trial's copies, up
+    to 256 of them."""
+    shape = (model.units, model.activation_names, model.batch_norm, model.task)
     by_seed = {
-        seed: _initial_weights(n_features, n_outputs, units, activations, batch_norm, task, seed)
+        seed: _initial_weights(model.n_features, model.n_outputs, *shape, seed)
         for seed in dict.fromkeys(seeds)
     }
     starts = [by_seed[seed] for seed in seeds]
@@ -310,11 +384,6 @@ def build_packed(
         for j, variable in enumerate(_variables(layer)):
             stacked = ops.stack([s[i][j] for s in starts])
             variable.assign(ops.reshape(stacked, variable.shape))
-    model.compile(
-        optimizer=packed_optimizer(optimizer, members, momentum),
-        steps_per_execution=steps_per_execution,
-    )
-    return model
 
 
 def _weighted(model: PackedModel) -> list[Any]:

@@ -293,3 +293,57 @@ def test_a_pruned_trial_alone_stops_at_its_epoch(small: Splits) -> None:
                                stops_at=prune_at_2))  # fmt: skip
     assert asked == [1, 2] and result.pruned and len(result.epochs) == 2
     assert result.val_loss == result.epochs[-1].val_loss
+
+
+def _traced() -> int:
+    """TensorFlow's traced graphs alive in this process (Keras never frees a model's)."""
+    import gc
+
+    gc.collect()
+    return sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("kind", ["adam_dropout_l2", "sgd_batch_norm"])
+def test_a_pack_of_a_built_key_reuses_its_model_and_trains_as_a_new_one(
+    small: Splits, kind: str
+) -> None:
+    """The third pack of a key in a process trains on the second one's model (kept once
+    the key came twice), reset to the new members' initial weights, batch-norm
+    statistics, rates, dropout seeds and a fresh optimizer: no new model and no new
+    traced step (each one leaks in Keras), and the same results as a pack built anew."""
+    from seqsweep.trial import packed
+
+    settings = StudySettings(epochs=2, batch_size=32, pack_size=4)
+    rng = np.random.default_rng(7)
+    base = {"dense_units": 8} if kind == "adam_dropout_l2" else {**DEEP, "dropout_rate": 0.2}
+    params = [
+        {
+            **base,
+            **({"dropout_rate1": float(rng.uniform(0.1, 0.5))} if "dense_units" in base else {}),
+            "learning_rate": float(10 ** rng.uniform(-3, -2)),
+            "l2": float(10 ** rng.uniform(-5, -3)),
+        }
+        for _ in range(6)
+    ]
+    packed._BUILT.clear()
+    packed._ASKED.clear()
+    _results(run_pack(params[:3], [1, 2, 3], small, settings, study_seed=9))
+    assert not packed._BUILT  # a key seen once may never come back: nothing is kept
+    _results(run_pack(params[:3], [1, 2, 3], small, settings, study_seed=9))
+    (model,) = packed._BUILT.values()
+    step = model.train_function
+    traced = _traced()
+    reused = _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
+    assert list(packed._BUILT.values()) == [model] and model.train_function is step
+    if keras.backend.backend() == "tensorflow":
+        assert _traced() == traced
+    packed._BUILT.clear()
+    fresh = _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
+    assert next(iter(packed._BUILT.values())) is not model
+    for a, b in zip(reused, fresh, strict=True):
+        for ea, eb in zip(a.epochs, b.epochs, strict=True):
+            assert ea.val_loss == pytest.approx(eb.val_loss, abs=1e-6)
+            assert ea.val_accuracy == pytest.approx(eb.val_accuracy, abs=1e-6)
+        for name, value in b.metrics.items():
+            assert a.metrics[name] == pytest.approx(value, abs=1e-6), name
+    assert len({round(r.val_loss, 6) for r in fresh}) == 3  # each member its own rates

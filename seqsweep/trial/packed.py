@@ -10,6 +10,7 @@ members share no weights.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import epoch_order_seed, order_seed, pack_dropout_seed, trial_seed
-from seqsweep.settings import StudySettings
+from seqsweep.settings import PACK_CACHE_SIZE, StudySettings
 from seqsweep.structure import SGD_MOMENTUM, Structure
 from seqsweep.trial.alone import (
     STEPS_PER_EXECUTION,
@@ -96,6 +97,72 @@ def build_pack(
     )
 
 
+#: Built packs of this process, by what their traced step depends on (:func:`pack_key`).
+_BUILT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+#: How often this process asked for each key, most recent last: a pack is kept only once
+#: its key has come a second time, so a study whose keys never repeat holds no packs.
+_ASKED: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+_ASKED_SIZE = 256
+
+
+def pack_key(
+    splits: Splits, members: Sequence[Structure], steps_per_execution: int
+) -> tuple[Any, ...]:
+    """What makes one compiled pack differ from another: the data's widths and task, the
+    structure's shape (units, activations, batch norm, optimizer kind), the member count,
+    which layers drop out at all, whether any member has L2, steps per execution."""
+    from models.packed import reuse_key
+
+    return (
+        splits.x_train.shape[1],
+        splits.n_outputs,
+        str(splits.task),
+        members[0].shape,
+        reuse_key([member_of(s) for s in members]),
+        steps_per_execution,
+    )
+
+
+def reused_pack(
+    splits: Splits,
+    members: Sequence[Structure],
+    seeds: Sequence[int],
+    dropout_seeds: Sequence[int],
+    *,
+    steps_per_execution: int = 1,
+) -> tuple[tuple[Any, ...], Any]:
+    """:func:`build_pack`'s pack, and its :func:`pack_key`: a built one of that key, reset
+    (taken out of the cache: :func:`keep_pack` puts it back once it trained), or a new one.
+    Reuse traces nothing new; each new build leaks the traced step that Keras keeps after
+    ``clear_session``."""
+    from models.packed import reset_pack
+
+    key = pack_key(splits, members, steps_per_execution)
+    _ASKED[key] = _ASKED.get(key, 0) + 1
+    _ASKED.move_to_end(key)
+    while len(_ASKED) > _ASKED_SIZE:
+        _ASKED.popitem(last=False)
+    model = _BUILT.pop(key, None)
+    if model is None:
+        model = build_pack(
+            splits, members, seeds, dropout_seeds, steps_per_execution=steps_per_execution
+        )
+    else:
+        reset_pack(model, [member_of(s) for s in members], seeds, dropout_seeds)
+    return key, model
+
+
+def keep_pack(key: tuple[Any, ...], model: Any) -> None:
+    """Keep a trained pack for the next of its key once that key has come twice, dropping
+    the least recently used beyond ``PACK_CACHE_SIZE``."""
+    if _ASKED.get(key, 0) < 2:
+        return
+    _BUILT[key] = model
+    _BUILT.move_to_end(key)
+    while len(_BUILT) > PACK_CACHE_SIZE:
+        _BUILT.popitem(last=False)
+
+
 def run_pack(
     params: Sequence[dict[str, Any]],
     numbers: Sequence[int],
@@ -126,14 +193,22 @@ def run_pack(
     started = time.perf_counter()
     dropout_seeds = [pack_dropout_seed(seeds, i + 1) for i in range(len(first.units))]
 
+    # The packs this run takes from the cache or builds (a pruned pack's slices are packs
+    # of their own key); they go back only once the run has ended well. One whose fit
+    # raised is dropped: on JAX its variables may still be detached (the trainer purges
+    # them during fit and reattaches them only at its end).
+    used: list[tuple[tuple[Any, ...], Any]] = []
+
     def build(members: Sequence[int]) -> Any:
-        return build_pack(
+        key, model = reused_pack(
             splits,
             [structures[k] for k in members],
             [seeds[k] for k in members],
             dropout_seeds,
             steps_per_execution=STEPS_PER_EXECUTION,
         )
+        used.append((key, model))
+        return model
 
     try:
         model = build(range(len(numbers)))
@@ -147,6 +222,8 @@ def run_pack(
             )  # fmt: skip
         if keep is not None:
             keep(fitted.model)
+        for key, built in used:
+            keep_pack(key, built)
     finally:
         keras.backend.clear_session()
     share = (time.perf_counter() - started) / len(numbers)
