@@ -11,11 +11,11 @@ per model, not per step, is what this looks for.
 
 ``--packing shape`` (the default) forms packs as workers do: the lowest queued trial and
 up to pack-size - 1 queued trials of its shape; with the article's space and 200 trials
-that gives packs of ten different keys (sizes differ), so a process never meets a pack
-it has built before. ``--packing repeat`` forms packs of exactly ``--pack-size`` trials
-of one shape, in the order the trials are drawn, until 200 trials have trained: the
-article's five shapes then repeat, which is what packed-model reuse (PACK_CACHE_SIZE)
-is for.
+that gives 8 packs, each of its own key (5 shapes; the tail packs differ in size), so a
+process never meets a pack it has built before. ``--packing repeat`` forms packs of
+exactly ``--pack-size`` trials of one shape, in the order the trials are drawn, until 200
+trials have trained: the article's five shapes then repeat, which is what packed-model
+reuse (PACK_CACHE_SIZE) is for.
 """
 
 from __future__ import annotations
