@@ -91,10 +91,9 @@ MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 DEFAULT_PACK_SIZE = 32
 #: Built packs a worker process keeps for reuse (least recently used dropped first):
 #: building one anew costs a new traced step that Keras never frees (bench/memory.py).
-#: A cache smaller than the set of keys a worker cycles through evicts each pack before
-#: its key comes back, so it builds as often as no cache and still holds packs; it must
-#: cover the few shapes a study repeats. Kept packs cost memory when keys do not
-#: repeat, so it is no larger than that.
+#: It must cover the few shapes a study cycles through, or each pack is dropped before
+#: its key comes back; packs whose key never repeats are not kept at all
+#: (``seqsweep.trial.packed.keep_pack``), so a larger cache costs nothing there.
 PACK_CACHE_SIZE = 8
 #: ``--pack-size auto``: each worker process measures its own pack size per device and
 #: shape (``seqsweep.trial.autopack``); the study stores the word, not a number.

@@ -97,7 +97,8 @@ def build_pack(
     )
 
 
-#: Built packs of this process, by what their traced step depends on (:func:`pack_key`).
+#: Built packs of this process, by what their traced step depends on (:func:`_cache_key`;
+#: not :func:`seqsweep.trial.train.pack_key`, which says which trials may share a pack).
 _BUILT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 #: How often this process asked for each key, most recent last: a pack is kept only once
 #: its key has come a second time, so a study whose keys never repeat holds no packs.
@@ -105,7 +106,7 @@ _ASKED: OrderedDict[tuple[Any, ...], int] = OrderedDict()
 _ASKED_SIZE = 256
 
 
-def pack_key(
+def _cache_key(
     splits: Splits, members: Sequence[Structure], steps_per_execution: int
 ) -> tuple[Any, ...]:
     """What makes one compiled pack differ from another: the data's widths and task, the
@@ -131,13 +132,13 @@ def reused_pack(
     *,
     steps_per_execution: int = 1,
 ) -> tuple[tuple[Any, ...], Any]:
-    """:func:`build_pack`'s pack, and its :func:`pack_key`: a built one of that key, reset
+    """:func:`build_pack`'s pack, and its :func:`_cache_key`: a built one of that key, reset
     (taken out of the cache: :func:`keep_pack` puts it back once it trained), or a new one.
     Reuse traces nothing new; each new build leaks the traced step that Keras keeps after
     ``clear_session``."""
     from models.packed import reset_pack
 
-    key = pack_key(splits, members, steps_per_execution)
+    key = _cache_key(splits, members, steps_per_execution)
     _ASKED[key] = _ASKED.get(key, 0) + 1
     _ASKED.move_to_end(key)
     while len(_ASKED) > _ASKED_SIZE:
