@@ -87,7 +87,7 @@ def create_study(
     data: Any = None,
     seed: int | None = 1,
     fresh_seed: int = 99,
-    max_attempts: int = 3,
+    max_attempts: int | None = None,
 ) -> Any:
     """Write a study straight through ``store`` (no launch), with ``n`` trials sampled at
     random from ``space`` (default: the article's); returns ``(study, added numbers)``."""
@@ -97,6 +97,7 @@ def create_study(
     from seqsweep.settings import StudySettings
 
     space = default_space() if space is None else space
+    extra = {} if max_attempts is None else {"max_attempts": max_attempts}
     return store.create_study(
         name,
         seed=seed,
@@ -106,7 +107,7 @@ def create_study(
         data=synthetic_dataset(n_rows=60) if data is None else data,
         trials=n,
         sample=lambda s, i: sample(space, s, i),
-        max_attempts=max_attempts,
+        **extra,  # the store's own default otherwise
     )
 
 

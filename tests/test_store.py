@@ -78,16 +78,7 @@ def test_existing_study_refuses_different_inputs(db_url: str) -> None:
     with pytest.raises(StudyConflictError, match=r"different seed .*--study NEW_NAME"):
         _create(store, 2, seed=2)
     with pytest.raises(StudyConflictError, match="different dataset"):
-        store.create_study(
-            "s",
-            seed=1,
-            fresh_seed=1,
-            space=SPACE.to_dict(),
-            settings=SETTINGS,
-            data=synthetic_dataset(n_rows=61),
-            trials=2,
-            sample=lambda s, i: sample(SPACE, s, i),
-        )
+        create_study(store, 2, settings=SETTINGS, data=synthetic_dataset(n_rows=61))
     study = store.get_study("s")
     assert study is not None
     assert store.counts(study.id).total == 2  # the refused call wrote nothing
@@ -282,17 +273,7 @@ def test_study_without_seed_keeps_the_stored_seed(db_url: str) -> None:
     store = ResultStore(db_url)
     first, _ = _create(store, 2, seed=None)
     assert first.seed == 99  # the fresh seed
-    again, added = store.create_study(
-        "s",
-        seed=None,
-        fresh_seed=12345,
-        space=SPACE.to_dict(),
-        settings=SETTINGS,
-        data=DATA,
-        trials=3,
-        sample=lambda s, i: sample(SPACE, s, i),
-        max_attempts=5,
-    )
+    again, added = _create(store, 3, seed=None, fresh_seed=12345, max_attempts=5)
     assert (again.seed, again.max_attempts, added) == (99, 5, [2])
     assert store.get_trials(again.id, [2])[0].params == sample(SPACE, 99, 2)
 
@@ -395,14 +376,5 @@ def test_a_large_study_is_written_in_batches_that_let_other_writers_in(
     assert store.require_study("big").status == "running"
     assert [t.number for t in store.get_trials(study.id)] == list(range(35))
     # A small extension stays one transaction: its sampling holds the lock.
-    _, added = store.create_study(
-        "big",
-        seed=1,
-        fresh_seed=99,
-        space=SPACE.to_dict(),
-        settings=SETTINGS,
-        data=DATA,
-        trials=36,
-        sample=lambda seed, number: sample(SPACE, seed, number),
-    )
+    _, added = _create(store, 36, name="big")
     assert added == [35]
