@@ -66,7 +66,12 @@ def main() -> None:
             rows.append([mode, round(r["rss_10"], 1), round(r["rss_200"], 1), f"{growth:+.1%}"])
             print(rows[-1], flush=True)
             if r.get("trace"):
-                print("after each pack (trials, packs built, RSS MiB):", r["trace"], flush=True)
+                what = (
+                    "each pack (trials, packs built"
+                    if mode != "unpacked"
+                    else "every 20 trials (trials, models built"
+                )
+                print(f"after {what}, RSS MiB):", r["trace"], flush=True)
     print()
     print(machine())
     print(table(["training", "RSS after 10 trials, MiB", "after 200, MiB", "growth"], rows))
@@ -118,6 +123,8 @@ def _run(mode: str, data: Path, packing: str, size: int, cache: str) -> dict[str
             done += 1
             if done in (10, 200):
                 rss[done] = _rss_mib()
+            if done % 20 == 0:
+                trace.append((done, done, round(_rss_mib(), 1)))
     elif packing == "shape":  # as workers form packs: the lowest queued trial + its shape's
         queued = list(range(200))
         while queued:

@@ -56,6 +56,20 @@ def require(service: str, problem: str) -> None:
     pytest.skip(message)
 
 
+def live_traces() -> tuple[int, int]:
+    """TensorFlow's traced graphs that still hold operations, and the functions still
+    registered in its runtime, in this process (what a model's ``fit`` leaves behind)."""
+    import gc
+
+    from tensorflow.python.eager.polymorphic_function import atomic_function
+
+    gc.collect()
+    graphs = sum(
+        type(o).__name__ == "FuncGraph" and bool(o.get_operations()) for o in gc.get_objects()
+    )
+    return graphs, len(atomic_function.RUNTIME_FUNCTION_REFS)
+
+
 def write_tiny_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
     """A small learnable CSV with string labels, as a user might bring."""
     rng = np.random.default_rng(seed)

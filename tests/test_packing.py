@@ -20,6 +20,7 @@ from seqsweep.structure import Structure
 from seqsweep.trial import train
 from seqsweep.trial.packed import member_of, pack_shape, run_pack
 from seqsweep.vocab import Task
+from tests.conftest import live_traces
 
 SETTINGS = StudySettings(epochs=2, batch_size=32, pack_size=8)
 NUMBERS = [10, 11, 12, 13, 14, 15]
@@ -295,12 +296,25 @@ def test_a_pruned_trial_alone_stops_at_its_epoch(small: Splits) -> None:
     assert result.val_loss == result.epochs[-1].val_loss
 
 
-def _traced() -> int:
-    """TensorFlow's traced graphs alive in this process (Keras never frees a model's)."""
-    import gc
+def test_a_pack_that_is_not_kept_leaves_no_traced_step_behind(small: Splits) -> None:
+    """A pack whose key came once is not kept, and its traced steps are dismantled
+    (TensorFlow would hold them for the life of the process); a kept pack keeps its own."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only TensorFlow keeps a model's traced steps")
+    from seqsweep.trial import packed
 
-    gc.collect()
-    return sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
+    settings = StudySettings(epochs=1, batch_size=32, pack_size=2)
+    packed._BUILT.clear()
+    packed._ASKED.clear()
+    params = [{**_params(0.2)[0], "dense_units": units} for units in (8, 8, 12, 12)]
+    _results(run_pack(params[:2], [1, 2], small, settings, study_seed=3))
+    before = live_traces()
+    _results(run_pack(params[2:], [3, 4], small, settings, study_seed=3))
+    assert not packed._BUILT and live_traces() == before
+    _results(run_pack(params[2:], [3, 4], small, settings, study_seed=3))  # its key's 2nd
+    (kept,) = packed._BUILT.values()
+    assert kept.train_function is not None and live_traces() > before
+    packed._BUILT.clear()
 
 
 @pytest.mark.parametrize("kind", ["adam_dropout_l2", "sgd_batch_norm"])
@@ -332,11 +346,11 @@ def test_a_pack_of_a_built_key_reuses_its_model_and_trains_as_a_new_one(
     _results(run_pack(params[:3], [1, 2, 3], small, settings, study_seed=9))
     (model,) = packed._BUILT.values()
     step = model.train_function
-    traced = _traced()
+    traced = live_traces() if keras.backend.backend() == "tensorflow" else None
     reused = _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
     assert list(packed._BUILT.values()) == [model] and model.train_function is step
     if keras.backend.backend() == "tensorflow":
-        assert _traced() == traced
+        assert live_traces() == traced
     packed._BUILT.clear()
     fresh = _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
     assert next(iter(packed._BUILT.values())) is not model

@@ -12,6 +12,7 @@ from seqsweep.db import ResultStore, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.seeds import trial_seed
 from seqsweep.trial.alone import run_trial
+from tests.conftest import live_traces
 from worker.tasks import _train_and_record
 
 PARAMS = {"dense_units": 16, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-2}
@@ -44,6 +45,21 @@ def test_same_seed_gives_the_same_metrics(splits: Splits) -> None:
     a = run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=11)
     b = run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=11)
     assert a.val_loss == b.val_loss and a.test_loss == b.test_loss
+
+
+def test_a_trial_leaves_no_traced_step_behind(splits: Splits) -> None:
+    """TensorFlow keeps each new model's traced train and test steps for the life of the
+    process; a trial dismantles its model's, whether it succeeds or fails."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only TensorFlow keeps a model's traced steps")
+    run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=1)
+    before = live_traces()
+    run_trial({**PARAMS, "dense_units": 12}, splits, epochs=2, batch_size=16, seed=2)
+    with pytest.raises(TrialError):
+        run_trial(PARAMS, splits, epochs=1, batch_size=16, seed=3, should_stop=lambda: True)
+    assert live_traces() == before
 
 
 def test_searchable_epochs_override_the_setting(splits: Splits) -> None:

@@ -17,6 +17,7 @@ from seqsweep.dataset import Splits
 from seqsweep.db.records import EpochRecord, TrialResult
 from seqsweep.errors import TrialError
 from seqsweep.structure import Structure
+from seqsweep.trial.traces import release_traces
 from seqsweep.trial.user_model import build_user_model
 from seqsweep.vocab import Task
 
@@ -48,7 +49,8 @@ def run_trial(
     ``user_model`` (reference, source SHA-256) builds with the user's function instead
     (``seqsweep.trial.user_model``). ``stops_at`` gets each epoch's metrics as the
     epoch ends; once it says so, training ends there and the result is ``pruned``.
-    Keras' global state is cleared afterwards, whatever happens.
+    Keras' global state and the model's traced steps are freed afterwards, whatever
+    happens.
     """
     import keras
 
@@ -57,6 +59,7 @@ def run_trial(
     epochs = int(params.get("epochs", epochs))
     batch_size = int(params.get("batch_size", batch_size))
     started = time.perf_counter()
+    model = None
     try:
         keras.utils.set_random_seed(seed)
         if user_model is None:
@@ -91,6 +94,8 @@ def run_trial(
         if keep is not None:
             keep(in_target_units(keras, model, splits))
     finally:
+        if model is not None:
+            release_traces(model)
         keras.backend.clear_session()
     return trial_result(
         history,

@@ -27,6 +27,7 @@ from seqsweep.settings import (
 )
 from seqsweep.structure import Structure
 from seqsweep.trial.packed import build_pack, pack_shape
+from seqsweep.trial.traces import release_traces
 
 #: Steps timed per candidate after the one that compiles; the best is kept (a busy
 #: machine only ever makes a step slower).
@@ -118,6 +119,7 @@ def _step_timer(
         _, _, batch_size = pack_shape(dict(params), settings)
         rows = min(batch_size, len(splits.x_train))
         y_train = targets(keras, splits)[0][:rows]
+        model = None
         try:
             model = build_pack(
                 splits,
@@ -134,6 +136,8 @@ def _step_timer(
                 best = min(best, time.perf_counter() - started)
             return best
         finally:
+            if model is not None:
+                release_traces(model)
             keras.backend.clear_session()
 
     return step

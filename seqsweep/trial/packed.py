@@ -31,6 +31,7 @@ from seqsweep.trial.alone import (
     targets,
     trial_result,
 )
+from seqsweep.trial.traces import release_traces
 from seqsweep.vocab import Task
 
 #: Called at each epoch's end with the metrics of the trials still training, by trial
@@ -153,15 +154,17 @@ def reused_pack(
     return key, model
 
 
-def keep_pack(key: tuple[Any, ...], model: Any) -> None:
+def keep_pack(key: tuple[Any, ...], model: Any) -> bool:
     """Keep a trained pack for the next of its key once that key has come twice, dropping
-    the least recently used beyond ``PACK_CACHE_SIZE``."""
+    (and releasing) the least recently used beyond ``PACK_CACHE_SIZE``. Whether it was
+    taken: one that was not is the caller's to release."""
     if _ASKED.get(key, 0) < 2:
-        return
+        return False
     _BUILT[key] = model
     _BUILT.move_to_end(key)
     while len(_BUILT) > PACK_CACHE_SIZE:
-        _BUILT.popitem(last=False)
+        release_traces(_BUILT.popitem(last=False)[1])
+    return True
 
 
 def run_pack(
@@ -199,6 +202,7 @@ def run_pack(
     # raised is dropped: on JAX its variables may still be detached (the trainer purges
     # them during fit and reattaches them only at its end).
     used: list[tuple[tuple[Any, ...], Any]] = []
+    kept: list[Any] = []
 
     def build(members: Sequence[int]) -> Any:
         key, model = reused_pack(
@@ -223,9 +227,11 @@ def run_pack(
             )  # fmt: skip
         if keep is not None:
             keep(fitted.model)
-        for key, built in used:
-            keep_pack(key, built)
+        kept = [built for key, built in used if keep_pack(key, built)]
     finally:
+        for _, built in used:
+            if not any(built is k for k in kept):
+                release_traces(built)
         keras.backend.clear_session()
     share = (time.perf_counter() - started) / len(numbers)
     device = current_device()
