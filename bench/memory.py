@@ -4,10 +4,10 @@
                            [--pack-size 32]
 
 One process runs 200 trials back to back through the worker's own code, as one Celery
-pool process would if it were never recycled (seqsweep recycles each pool process
-after 50 tasks, a backstop this measurement leaves out). Both training paths: unpacked
-(one ``fit`` per trial) and packed (packs of 32). 1 epoch per trial: memory that leaks
-per model, not per step, is what this looks for.
+pool process would if it were never recycled (seqsweep recycles a pool process once a
+task leaves it above 1.5 GiB, a backstop this measurement leaves out). Both training
+paths: unpacked (one ``fit`` per trial) and packed (packs of 32). 1 epoch per trial:
+memory that leaks per model, not per step, is what this looks for.
 
 ``--packing shape`` (the default) forms packs as workers do: the lowest queued trial and
 up to pack-size - 1 queued trials of its shape; with the article's space and 200 trials

@@ -79,13 +79,14 @@ GPUS_ENV = "SEQSWEEP_GPUS"
 #: Default retry budget of a trial whose worker vanished (``--max-attempts``).
 DEFAULT_MAX_ATTEMPTS = 3
 
-#: Backstop against memory that Keras/TF keep across trials despite
-#: ``clear_session`` (measured: about 7 MiB per unpacked trial, 55 MiB per pack of
-#: 32; bench/memory.py): recycle each pool process after this many tasks ...
-MAX_TASKS_PER_CHILD = 50
-#: ... or once a task leaves it above this resident size (KiB). Packs make the task
-#: count a weak bound (one task may train 32 trials), so memory is bounded directly.
+#: Backstop against memory that TensorFlow keeps across trials despite
+#: ``clear_session`` and ``release_traces`` (bench/memory.py): recycle a pool process
+#: once a task leaves it above this resident size (KiB). Memory is bounded directly,
+#: not by a task count: a task may train one trial or a pack of 32, and on JAX nothing
+#: grows, so a count would only pay a Keras import per recycle for nothing.
 MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
+#: No recycling by task count (Celery's default), for the reason above.
+MAX_TASKS_PER_CHILD = None
 
 
 DEFAULT_PACK_SIZE = 32
