@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,43 @@ from seqsweep.settings import celery_config
 from seqsweep.urls import mask_text, mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
-#: How often a worker on the embedded broker looks for its next message. kombu's
-#: SQL transport polls, once a second by default, and a worker that has just acked
-#: a trial waits for the next poll: measured 0.8 s of overhead per trial (1.0 s with
-#: packing, whose taken trials' messages each cost a poll). One indexed SELECT every
-#: 50 ms is cheap for SQLite. kombu hands unknown transport options to create_engine,
-#: so this is the transport's class attribute, not a transport option.
+#: How often an idle worker on the embedded broker looks for its next message. kombu's
+#: SQL transport polls (once a second by default) and sleeps between polls, so a worker
+#: that has just acked a trial waits for the next one: measured 0.8 s of overhead per
+#: trial at 1 s. An idle worker node's main process spends 3.4% of a core polling every
+#: 50 ms, 9.9% every 10 ms (bench numbers in the README's *Overhead*) ...
 SQL_BROKER_POLL_S = 0.05
-kombu_sqlalchemy.Transport.polling_interval = SQL_BROKER_POLL_S
+#: ... so it polls this fast only while busy: while a message it took is unacked (a
+#: check that reads no SQL), and for SQL_BROKER_BUSY_S after it took one. A pack's
+#: partner messages, which find their trial already trained, then cost milliseconds
+#: each instead of a poll each.
+SQL_BROKER_BUSY_POLL_S = 0.005
+SQL_BROKER_BUSY_S = 1.0
+
+
+def _polling_interval(transport: Any) -> float:
+    """kombu reads this as the transport's ``polling_interval`` at each ``drain_events``."""
+    busy = time.monotonic() < getattr(transport, "_seqsweep_busy_until", 0.0) or any(
+        not channel.qos.can_consume() for channel in transport.channels
+    )
+    return SQL_BROKER_BUSY_POLL_S if busy else SQL_BROKER_POLL_S
+
+
+def _taking(get: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def _get(channel: Any, queue: str) -> Any:
+        message = get(channel, queue)  # raises Empty when there is none
+        channel.connection._seqsweep_busy_until = time.monotonic() + SQL_BROKER_BUSY_S
+        return message
+
+    return _get
+
+
+# kombu hands unknown transport options to create_engine, so the interval is set on
+# the transport's class (kombu itself only assigns it from a transport option, which
+# seqsweep never passes).
+kombu_sqlalchemy.Transport.polling_interval = property(_polling_interval)  # type: ignore[assignment]
+kombu_sqlalchemy.Channel._get = _taking(kombu_sqlalchemy.Channel._get)  # type: ignore[method-assign]
+
 _SCHEMES = (
     "redis://",
     "rediss://",

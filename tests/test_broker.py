@@ -62,3 +62,35 @@ def test_processes_meeting_a_new_broker_file_all_send(tmp_path: Path) -> None:
             assert con.execute("SELECT count(*) FROM kombu_message").fetchone() == (4,)
         finally:
             con.close()
+
+
+def test_the_embedded_broker_polls_fast_only_while_its_worker_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, a consumer polls every SQL_BROKER_POLL_S; with a message taken and unacked,
+    and for SQL_BROKER_BUSY_S after taking one, every SQL_BROKER_BUSY_POLL_S."""
+    import time
+
+    from seqsweep import broker
+
+    monkeypatch.setattr(broker, "SQL_BROKER_BUSY_S", 0.3)
+    url = f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    app = make_app(url)
+    check_broker(app, url)
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("poll-test")
+        queue.consumer.qos(prefetch_count=1)
+        transport = conn.transport
+        assert transport.polling_interval == broker.SQL_BROKER_POLL_S
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        time.sleep(0.4)  # past the busy window: only the unacked message keeps it fast
+        assert transport.polling_interval == broker.SQL_BROKER_BUSY_POLL_S
+        message.ack()
+        assert transport.polling_interval == broker.SQL_BROKER_POLL_S
+        queue.put({"n": 2})
+        queue.get(timeout=5).ack()  # just took one: fast for the busy window
+        assert transport.polling_interval == broker.SQL_BROKER_BUSY_POLL_S
+        time.sleep(0.4)
+        assert transport.polling_interval == broker.SQL_BROKER_POLL_S
+        queue.close()
