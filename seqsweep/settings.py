@@ -82,8 +82,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 #: Backstop against memory that TensorFlow keeps across trials despite
 #: ``clear_session`` and ``release_traces`` (bench/memory.py): recycle a pool process
 #: once a task leaves it above this resident size (KiB). Memory is bounded directly,
-#: not by a task count: a task may train one trial or a pack of 32, and on JAX nothing
-#: grows, so a count would only pay a Keras import per recycle for nothing.
+#: not by a task count: a task may train one trial or a pack of 32 (and a pack's partner
+#: messages count as tasks too), and unpacked training on JAX does not grow at all.
 MAX_MEMORY_PER_CHILD_KIB = 1536 * 1024
 #: No recycling by task count (Celery's default), for the reason above.
 MAX_TASKS_PER_CHILD = None
