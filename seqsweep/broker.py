@@ -27,9 +27,8 @@ from seqsweep.urls import mask_text, mask_url, sqlite_path
 BROKER_CONNECT_TIMEOUT_S = 5
 #: How often an idle worker on the embedded broker looks for its next message. kombu's
 #: SQL transport polls (once a second by default) and sleeps between polls, so a worker
-#: that has just acked a trial waits for the next one: measured 0.8 s of overhead per
-#: trial at 1 s. An idle worker node's main process spends 3.4% of a core polling every
-#: 50 ms, 9.9% every 10 ms (bench numbers in the README's *Overhead*) ...
+#: that has just acked a trial waits for the next poll; but polling fast costs an idle
+#: worker node a share of a core (the README's *Overhead* has both measured) ...
 SQL_BROKER_POLL_S = 0.05
 #: ... so it polls this fast only while busy: while a message it took is unacked (a
 #: check that reads no SQL), and for SQL_BROKER_BUSY_S after it took one. A pack's
