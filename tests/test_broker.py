@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from seqsweep import broker
 from seqsweep.broker import check_broker, make_app
 from seqsweep.messages import QUEUE
 
@@ -69,10 +71,6 @@ def test_the_embedded_broker_polls_fast_only_while_its_worker_is_busy(
 ) -> None:
     """Idle, a consumer polls every SQL_BROKER_POLL_S; with a message taken and unacked,
     and for SQL_BROKER_BUSY_S after taking one, every SQL_BROKER_BUSY_POLL_S."""
-    import time
-
-    from seqsweep import broker
-
     monkeypatch.setattr(broker, "SQL_BROKER_BUSY_S", 0.3)
     url = f"sqla+sqlite:///{tmp_path / 'b.db'}"
     app = make_app(url)

@@ -154,17 +154,16 @@ def reused_pack(
     return key, model
 
 
-def keep_pack(key: tuple[Any, ...], model: Any) -> bool:
-    """Keep a trained pack for the next of its key once that key has come twice, dropping
-    (and releasing) the least recently used beyond ``PACK_CACHE_SIZE``. Whether it was
-    taken: one that was not is the caller's to release."""
+def keep_pack(key: tuple[Any, ...], model: Any) -> None:
+    """Keep a trained pack for the next of its key once that key has come twice, else
+    release it; the least recently used beyond ``PACK_CACHE_SIZE`` are released too."""
     if _ASKED.get(key, 0) < 2:
-        return False
+        release_traces(model)
+        return
     _BUILT[key] = model
     _BUILT.move_to_end(key)
     while len(_BUILT) > PACK_CACHE_SIZE:
         release_traces(_BUILT.popitem(last=False)[1])
-    return True
 
 
 def run_pack(
@@ -199,10 +198,9 @@ def run_pack(
 
     # The packs this run takes from the cache or builds (a pruned pack's slices are packs
     # of their own key); they go back only once the run has ended well. One whose fit
-    # raised is dropped: on JAX its variables may still be detached (the trainer purges
-    # them during fit and reattaches them only at its end).
+    # raised is released and dropped: on JAX its variables may still be detached (the
+    # trainer purges them during fit and reattaches them only at its end).
     used: list[tuple[tuple[Any, ...], Any]] = []
-    kept: list[Any] = []
 
     def build(members: Sequence[int]) -> Any:
         key, model = reused_pack(
@@ -227,11 +225,13 @@ def run_pack(
             )  # fmt: skip
         if keep is not None:
             keep(fitted.model)
-        kept = [built for key, built in used if keep_pack(key, built)]
-    finally:
+        for key, built in used:
+            keep_pack(key, built)
+    except BaseException:
         for _, built in used:
-            if not any(built is k for k in kept):
-                release_traces(built)
+            release_traces(built)
+        raise
+    finally:
         keras.backend.clear_session()
     share = (time.perf_counter() - started) / len(numbers)
     device = current_device()
