@@ -289,8 +289,19 @@ def test_postgresql_connections_dropped_during_a_study(
                     ).scalars()
                 )
 
+    # Unpacked, so the study writes to the DB for many seconds after its first trial: a
+    # pack of all twelve could finish before the cutter had cut anything.
     scheduler = launch(
-        home, "launch", "--trials", "12", "--local-workers", "2", *TINY, *_urls(urls)
+        home,
+        "launch",
+        "--trials",
+        "12",
+        "--local-workers",
+        "2",
+        "--pack-size",
+        "1",
+        *TINY,
+        *_urls(urls),
     )
     cutter = threading.Thread(target=cut_connections)
     try:
