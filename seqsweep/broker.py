@@ -12,9 +12,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from celery import Celery
+from celery.worker import state as worker_state
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy import create_engine, insert
 
@@ -55,11 +57,35 @@ def _taking(get: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     return _get
 
 
+def _drain_events(transport: Any, connection: Any, timeout: float | None = None) -> None:
+    """kombu's ``drain_events`` for polling transports, which also ends its wait once this
+    process's Celery worker has been asked to stop.
+
+    Celery's loop for a polling transport looks for a stop only between waits of up to
+    2 s each, so a warm shutdown of an idle worker node (``launch`` stops its local
+    workers so at every study's end) first sat out the rest of the wait.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            transport.cycle.get(transport._deliver, timeout=timeout)
+            return
+        except Empty:
+            stopping = (
+                worker_state.should_stop is not None or worker_state.should_terminate is not None
+            )
+            if stopping or (timeout is not None and time.monotonic() - started >= timeout):
+                raise TimeoutError from None  # what socket.timeout names, and Celery catches
+            interval = transport.polling_interval
+            time.sleep(interval if timeout is None else min(interval, timeout))
+
+
 # kombu hands unknown transport options to create_engine, so the interval is set on
 # the transport's class (kombu itself only assigns it from a transport option, which
 # seqsweep never passes).
 kombu_sqlalchemy.Transport.polling_interval = property(_polling_interval)  # type: ignore[assignment]
 kombu_sqlalchemy.Channel._get = _taking(kombu_sqlalchemy.Channel._get)  # type: ignore[method-assign]
+kombu_sqlalchemy.Transport.drain_events = _drain_events  # type: ignore[method-assign]
 
 _SCHEMES = (
     "redis://",

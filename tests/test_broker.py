@@ -92,3 +92,32 @@ def test_the_embedded_broker_polls_fast_only_while_its_worker_is_busy(
         time.sleep(0.4)
         assert transport.polling_interval == broker.SQL_BROKER_POLL_S
         queue.close()
+
+
+def test_a_stop_ends_the_embedded_broker_wait_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's loop for a polling transport waits up to 2 s per drain; a worker asked to
+    stop leaves the wait without sitting it out."""
+    from celery.worker import state
+
+    url = f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    app = make_app(url)
+    check_broker(app, url)
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("stop-test")
+        queue.consumer.consume()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)  # nothing queued: the whole wait
+        assert time.monotonic() - started >= 0.5
+        monkeypatch.setattr(state, "should_stop", 0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=2.0)
+        assert time.monotonic() - started < 0.5
+        monkeypatch.setattr(state, "should_stop", None)
+        queue.put({"n": 1})
+        conn.drain_events(timeout=2.0)  # a message still ends the wait as before
+        assert queue.get(timeout=1).payload == {"n": 1}
+        queue.close()
