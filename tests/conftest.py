@@ -220,6 +220,21 @@ def run_cli(
     )
 
 
+def run_bench(
+    script: str, *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python bench/<script> <args>`` from the repository root, as the README does."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @contextmanager
 def chromium_page(allowed: str, width: int = 1300) -> Iterator[tuple[Any, list[str]]]:
     """A page in Debian's headless Chromium (driven by Playwright, no browser download)

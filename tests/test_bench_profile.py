@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import run_bench
 
 
 @pytest.mark.slow
 def test_the_step_profile_sums_every_kind_of_kernel_of_a_small_pack() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/step_profile.py", "--units", "16", "--members", "2"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    proc = run_bench("step_profile.py", "--units", "16", "--members", "2", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {
         cells[0]: cells[1:]

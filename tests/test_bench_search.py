@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import run_bench
 
 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_quick_search_bench_prints_its_table_and_targets() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/search.py", "--quick", "--only", "random", "optuna-tpe"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    proc = run_bench("search.py", "--quick", "--only", "random", "optuna-tpe", timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     header = "| method | best val acc (mean) | min-max | epochs (mean) | epochs vs random |"

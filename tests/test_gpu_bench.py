@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_bench
 
 ROWS = ("naive", "seqsweep unpacked", "seqsweep packed")
 
@@ -23,11 +21,8 @@ def test_the_gpu_bench_prints_every_row_with_numbers_on_the_cpu() -> None:
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
     for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL", "CUDA_VISIBLE_DEVICES"):
         env.pop(var, None)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--trials", "2", "--epochs", "1",
-         "--rows", "400", "--repeats", "2", "--pack-size", "4"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    args = ["--trials", "2", "--epochs", "1", "--rows", "400", "--repeats", "2"]
+    proc = run_bench("gpu.py", *args, "--pack-size", "4", env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert "KERAS_BACKEND=jax; device cpu:0" in proc.stdout
