@@ -62,8 +62,8 @@ def _drain_events(transport: Any, connection: Any, timeout: float | None = None)
     process's Celery worker has been asked to stop.
 
     Celery's loop for a polling transport looks for a stop only between waits of up to
-    2 s each, so a warm shutdown of an idle worker node (``launch`` stops its local
-    workers so at every study's end) first sat out the rest of the wait.
+    2 s each, so the warm shutdown of an idle worker node, which ``launch`` asks of its
+    local workers at every study's end, first sat out the rest of the wait.
     """
     started = time.monotonic()
     while True:

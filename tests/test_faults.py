@@ -37,6 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EPOCHS = 2
 TINY = ["--data", "tiny.csv", "--target", "label", "--epochs", str(EPOCHS), "--batch-size", "8"]
+#: Twelve trials trained one by one: they keep the study busy for many seconds.
+TWELVE_UNPACKED = ["--trials", "12", "--local-workers", "2", "--pack-size", "1"]
 
 
 @pytest.fixture
@@ -241,18 +243,7 @@ def test_restart_redis_during_a_study(home: Path, embedded: dict[str, str]) -> N
     urls = {"db": embedded["db"], "broker": redis.url}
     # Unpacked, so that trials still wait in Redis when it restarts: packs would claim
     # them all early, and a loaded machine then left nothing to lose.
-    scheduler = launch(
-        home,
-        "launch",
-        "--trials",
-        "12",
-        "--local-workers",
-        "2",
-        "--pack-size",
-        "1",
-        *TINY,
-        *_urls(urls),
-    )
+    scheduler = launch(home, "launch", *TWELVE_UNPACKED, *TINY, *_urls(urls))
     try:
         wait_until(lambda: _succeeded(urls["db"]) >= 2, 180, "2 succeeded trials")
         redis.stop()  # no persistence: every waiting message is gone
@@ -290,19 +281,8 @@ def test_postgresql_connections_dropped_during_a_study(
                 )
 
     # Unpacked, so the study writes to the DB for many seconds after its first trial: a
-    # pack of all twelve could finish before the cutter had cut anything.
-    scheduler = launch(
-        home,
-        "launch",
-        "--trials",
-        "12",
-        "--local-workers",
-        "2",
-        "--pack-size",
-        "1",
-        *TINY,
-        *_urls(urls),
-    )
+    # pack of all twelve once finished after only four cuts.
+    scheduler = launch(home, "launch", *TWELVE_UNPACKED, *TINY, *_urls(urls))
     cutter = threading.Thread(target=cut_connections)
     try:
         wait_until(lambda: _succeeded(pg_url) >= 1, 180, "a succeeded trial")
