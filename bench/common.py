@@ -35,6 +35,19 @@ def write_data(folder: Path, rows: int = ROWS) -> Path:
     return path
 
 
+def best_rate(call: Any, flops: float, repeats: int = 5, span_s: float = 0.2) -> float:
+    """FLOP/s of ``call`` (``flops`` each): the best of ``repeats`` runs of at least
+    ``span_s`` each, as a loaded machine only ever makes a run slower."""
+    best = 0.0
+    for _ in range(repeats):
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < span_s:
+            call()
+            count += 1
+        best = max(best, flops * count / elapsed)
+    return best
+
+
 def load_splits(path: Path, seed: int = SEED) -> Splits:
     """The split a seqsweep study with ``--seed seed`` trains on, for the baselines."""
     from scheduler.data import load_dataset

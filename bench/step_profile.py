@@ -30,7 +30,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import ROWS, SEED, machine, table
+from common import ROWS, SEED, best_rate, machine, table
 
 
 def main() -> None:
@@ -143,20 +143,11 @@ def _kernel_seconds(path: str) -> tuple[dict[str, tuple[float, int]], list[Any]]
 
 
 def _matmul_rate(tf: Any, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> float:
-    """FLOP/s of one TensorFlow matmul of these shapes on this thread, best of five 0.2 s
-    runs."""
+    """FLOP/s of one TensorFlow matmul of these shapes on this thread (``best_rate``)."""
     a, b = tf.random.normal(shape_a), tf.random.normal(shape_b)
     step = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
     step()
-    flops = 2 * int(np.prod(shape_a)) * shape_b[-1]
-    best = 0.0
-    for _ in range(5):
-        count, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < 0.2:
-            step().numpy()
-            count += 1
-        best = max(best, flops * count / elapsed)
-    return best
+    return best_rate(lambda: step().numpy(), 2 * int(np.prod(shape_a)) * shape_b[-1])
 
 
 if __name__ == "__main__":

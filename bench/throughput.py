@@ -24,7 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SEED, launch, load_splits, machine, run_json, study_flops, table, write_data
+from common import (
+    SEED,
+    best_rate,
+    launch,
+    load_splits,
+    machine,
+    run_json,
+    study_flops,
+    table,
+    write_data,
+)
 
 RUNNERS = ("seqsweep", "seqsweep-unpacked", "naive", "kerastuner", "optuna")
 
@@ -107,14 +117,7 @@ def matmul_rate(repeats: int = 5) -> tuple[float, dict[str, float]]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         a @ b  # warm up the BLAS threads
-        best = 0.0
-        for _ in range(repeats):
-            count, started = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - started) < 0.2:
-                a @ b
-                count += 1
-            best = max(best, 2 * m * k * n * count / elapsed)
-        rates[f"{m}x{k}x{n}"] = best
+        rates[f"{m}x{k}x{n}"] = best_rate(lambda a=a, b=b: a @ b, 2 * m * k * n, repeats)
     return max(rates.values()), rates
 
 

@@ -209,24 +209,22 @@ def run_cli(
     for var in ("SEQSWEEP_DB_URL", "SEQSWEEP_BROKER_URL"):
         if env is None or var not in env:
             full_env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return _run_python(["-m", *args], cwd, full_env, timeout)
 
 
 def run_bench(
     script: str, *args: str, timeout: float, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python bench/<script> <args>`` from the repository root, as the README does."""
+    return _run_python([str(REPO / "bench" / script), *args], REPO, env, timeout)
+
+
+def _run_python(
+    args: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *args],
-        cwd=REPO,
+        [sys.executable, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
