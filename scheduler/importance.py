@@ -3,7 +3,7 @@
 A scikit-learn ``RandomForestRegressor`` learns val_accuracy from the hyperparameters of
 the succeeded trials. On folds the forest was not fitted on, each hyperparameter's column
 is shuffled and the drop in the forest's R² is that parameter's importance
-(``sklearn.inspection.permutation_importance``, averaged over K folds). Held-out folds
+(permutation importance, averaged over K folds). Held-out folds
 keep a forest that memorised its trials from making every parameter look important.
 
 A conditional parameter (``dense_units3``, absent from two-layer trials) is shuffled
@@ -34,8 +34,12 @@ MIN_TRIALS = 8
 NOISE_R2 = 0.1
 #: A random subset of this many trials bounds the time on very large studies.
 MAX_TRIALS = 1000
+#: Bumped when the computation changes, so that cached rankings of the old one go stale.
+REVISION = 2
 _FOLDS = 5
-_TREES = 64
+#: Per-tree overhead is most of a ranking's time; the shares' spread over seeds was the
+#: same at 32 trees as at 64 (it comes from the folds), so 32.
+_TREES = 32
 _REPEATS = 5
 
 
@@ -109,43 +113,43 @@ def hyperparameter_importance(
 def _held_out_drops(
     x: np.ndarray, y: np.ndarray, folds: int, seed: int, present: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """Mean permutation drop per column, and the forest's R², over ``folds`` held-out folds."""
-    # scikit-learn costs about half a second to import: only reports that rank pay it.
+    """Mean permutation drop per column, and the forest's R², over ``folds`` held-out folds.
+
+    Each fold's shuffled copies (every column, :data:`_REPEATS` times) go to the forest
+    in one ``predict``: scikit-learn's ``permutation_importance`` predicts them one copy
+    at a time, and that per-call cost was most of a ranking's time.
+    """
+    # scikit-learn costs seconds to import (it imports scipy and pandas): only rankings pay.
     from sklearn.ensemble import RandomForestRegressor
-    from sklearn.inspection import permutation_importance
-    from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
+    rng = np.random.default_rng(seed)
     drops = np.zeros(x.shape[1])
     predicted = np.empty_like(y)
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(x):
         forest = RandomForestRegressor(n_estimators=_TREES, random_state=seed, n_jobs=1)
         forest.fit(x[train], y[train])
-        predicted[test] = forest.predict(x[test])
-        result = permutation_importance(
-            forest, x[test], y[test], n_repeats=_REPEATS, random_state=seed, scoring="r2"
-        )
-        fold_drops = result.importances_mean
-        for j in np.flatnonzero(~present.all(axis=0)):  # conditional: shuffle where present
-            fold_drops[j] = _present_only_drop(forest, x[test], y[test], j, present[test, j], seed)
-        drops += fold_drops / folds
-    return drops, float(r2_score(y, predicted))
+        held, truth = x[test], y[test]
+        copies = [held]
+        for j in range(x.shape[1]):
+            rows = np.flatnonzero(present[test, j])  # a conditional one: shuffled where present
+            for _ in range(_REPEATS):
+                shuffled = held.copy()
+                shuffled[rows, j] = held[rng.permutation(rows), j]
+                copies.append(shuffled)
+        scores = _r2(truth, forest.predict(np.concatenate(copies)).reshape(len(copies), -1))
+        predicted[test] = forest.predict(held)
+        drops += (scores[0] - scores[1:].reshape(x.shape[1], _REPEATS).mean(axis=1)) / folds
+    return drops, float(_r2(y, predicted[None])[0])
 
 
-def _present_only_drop(
-    forest: Any, x: np.ndarray, y: np.ndarray, j: int, rows: np.ndarray, seed: int
-) -> float:
-    """Mean R² drop when column ``j`` is shuffled among ``rows`` (where it is present)."""
-    from sklearn.metrics import r2_score
-
-    rng = np.random.default_rng(seed)
-    base = r2_score(y, forest.predict(x))
-    drops = []
-    for _ in range(_REPEATS):
-        shuffled = x.copy()
-        shuffled[rows, j] = rng.permutation(shuffled[rows, j])
-        drops.append(base - r2_score(y, forest.predict(shuffled)))
-    return float(np.mean(drops))
+def _r2(truth: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """R² of each row of ``predictions`` against ``truth`` (1 - residual / total sum of squares)."""
+    total = float(((truth - truth.mean()) ** 2).sum())
+    residual = ((predictions - truth) ** 2).sum(axis=1)
+    if total == 0.0:  # a constant target: perfect or not at all, as scikit-learn's r2_score
+        return np.where(residual == 0.0, 1.0, 0.0)
+    return 1.0 - residual / total
 
 
 def _encode(values: list[Any]) -> np.ndarray:

@@ -51,7 +51,15 @@ def results_key(trials: Sequence[TrialRecord], metric: str) -> str:
     done = sorted(
         (t.number, t.params, t.metric(metric)) for t in trials if t.status == TrialStatus.SUCCEEDED
     )
-    method = [imp.METHOD, imp.MIN_TRIALS, imp.MAX_TRIALS, imp._FOLDS, imp._TREES, imp._REPEATS]
+    method = [
+        imp.REVISION,
+        imp.METHOD,
+        imp.MIN_TRIALS,
+        imp.MAX_TRIALS,
+        imp._FOLDS,
+        imp._TREES,
+        imp._REPEATS,
+    ]
     text = json.dumps([method, metric, done], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
