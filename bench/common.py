@@ -27,6 +27,14 @@ SEED = 1234
 VAL_FRACTION = TEST_FRACTION = 0.2
 
 
+def one_thread() -> None:
+    """Train on one thread, as each pool process of a worker on these 2 cores does (unless
+    the caller's environment says otherwise). Call it before TensorFlow is imported."""
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def write_data(folder: Path, rows: int = ROWS) -> Path:
     """The benchmark's data as an .npz file that ``launch --data`` reads."""
     data = synthetic_dataset(n_rows=rows)

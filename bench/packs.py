@@ -17,14 +17,11 @@ time included: every pack is a new model, so it compiles anew.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from common import ROWS, machine, one_thread, table
 
-from common import ROWS, machine, table
+one_thread()
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import env, machine, table
+from common import env, machine, one_thread, table
 
 DATASETS = ("builtin", "breast_cancer", "digits")
 SEQSWEEP = ("random", "random+asha", "tpe", "tpe+asha")
@@ -303,8 +303,7 @@ def _write(folder: Path, name: str) -> Path:
 def _optuna_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Optuna's study loop on seqsweep's network and split, in this process."""
     started = time.perf_counter()
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    one_thread()
     import keras
     import optuna
 

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import tempfile
 import time
 from collections import Counter
 from typing import Any
 
 import numpy as np
+from common import ROWS, SEED, best_rate, machine, one_thread, table
 
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from common import ROWS, SEED, best_rate, machine, table
+one_thread()
 
 
 def main() -> None:
