@@ -9,6 +9,7 @@ import pytest
 
 from scheduler.importance import MIN_TRIALS, format_importance, hyperparameter_importance
 from seqsweep.db import TrialRecord
+from tests.conftest import run_bench
 
 
 def _trials(n: int, score, *, seed: int = 0, status: str = "succeeded") -> list[TrialRecord]:
@@ -137,3 +138,19 @@ def test_the_cache_serves_the_same_ranking_until_a_result_changes(
     cached.write_text("{not json")  # a damaged cache costs a ranking, never an error
     assert importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy") == first
     assert len(ranked) == 6
+
+
+@pytest.mark.slow
+def test_the_importance_bench_times_the_import_and_each_ranking() -> None:
+    proc = run_bench("importance.py", "--trials", "30", "2000", "--repeat", "1", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {
+        cells[0]: cells[1:]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| step")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert float(rows["scikit-learn import (fresh process)"][1]) > 0, proc.stdout
+    # A study over 1,000 trials is ranked on a random 1,000 of them.
+    assert rows["ranking 30 trials"][0] == "30" and rows["ranking 2000 trials"][0] == "1000"
+    assert float(rows["ranking 2000 trials"][1]) > 0, proc.stdout
