@@ -26,6 +26,7 @@ from seqsweep.broker import check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
+from seqsweep.pruning import check_prunable
 from seqsweep.seeds import fresh_study_seed
 from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
@@ -102,6 +103,8 @@ def start_study(
     data = load_dataset(opts.data_file, opts.target, opts.task)
     settings = opts.study_settings(data)
     split_sizes(data.n_rows, settings.val_fraction, settings.test_fraction)
+    searched = space.params.get("epochs")  # then each trial trains its own count
+    check_prunable(settings, None if searched is None else int(max(searched.bounds())))
     adaptive = None
     if settings.sampler.is_adaptive:
         adaptive = AdaptiveSampler(space, settings.sampler, settings.ranking)

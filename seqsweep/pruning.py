@@ -12,6 +12,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from seqsweep.errors import UsageError
 from seqsweep.settings import MEDIAN_MIN_TRIALS, StudySettings
 from seqsweep.vocab import Direction, Objective, Pruner
 
@@ -38,6 +39,33 @@ def decision_epochs(settings: StudySettings, epochs: int | None = None) -> tuple
     if settings.pruner is Pruner.MEDIAN:
         return tuple(range(settings.min_epochs, total))
     return ()
+
+
+def check_prunable(settings: StudySettings, searched_epochs: int | None = None) -> None:
+    """Refuse a pruner that could stop no trial before its last epoch.
+
+    ``searched_epochs`` is the most epochs the search space gives a trial when it
+    searches ``epochs`` (each trial then trains its own count); otherwise the study's
+    ``--epochs`` holds for every trial.
+    """
+    if settings.pruner is Pruner.NONE:
+        return
+    most = settings.epochs if searched_epochs is None else searched_epochs
+    if decision_epochs(settings, most):
+        return
+    which = (
+        f"--epochs {most}" if searched_epochs is None else f"the space's epochs (at most {most})"
+    )
+    fix = (
+        f"use --epochs above {settings.min_epochs}"
+        if searched_epochs is None
+        else f"let the space's epochs go above {settings.min_epochs}"
+    )
+    raise UsageError(
+        f"--pruner {settings.pruner}: nothing to prune with {which} and --min-epochs "
+        f"{settings.min_epochs}: a trial could only be stopped at its last epoch; "
+        f"{fix}, or --pruner none"
+    )
 
 
 def asha_continues(own: float, reached: Sequence[float], eta: int, objective: Objective) -> bool:

@@ -305,14 +305,6 @@ class StudySettings:
                 f"{' or '.join(o for o in PRUNABLE_OBJECTIVES if o in TASK_OBJECTIVES[self.task])}"
                 ", or --pruner none"
             )
-        from seqsweep.pruning import decision_epochs
-
-        if not decision_epochs(self):
-            raise UsageError(
-                f"--pruner {self.pruner}: nothing to prune with --epochs {self.epochs} and "
-                f"--min-epochs {self.min_epochs}: a trial could only be stopped at its last "
-                f"epoch; use --epochs above {self.min_epochs}, or --pruner none"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data."""

@@ -46,6 +46,7 @@ def _files(tmp_path: Path) -> None:
     )
     (tmp_path / "space.yaml").write_text("dense_units: {type: choice, values: []}\n")
     (tmp_path / "unknown.yaml").write_text("units: 3\n")
+    (tmp_path / "one_epoch.yaml").write_text("dense_units: 8\nlearning_rate: 0.01\nepochs: 1\n")
     (tmp_path / "lowhigh.json").write_text(
         json.dumps(
             {
@@ -93,6 +94,10 @@ CASES = [
     (
         ["--pruner", "asha", "--epochs", "3", "--min-epochs", "3"],
         "--pruner asha: nothing to prune with --epochs 3 and --min-epochs 3",
+    ),
+    (
+        ["--space", "one_epoch.yaml", "--pruner", "asha"],
+        "--pruner asha: nothing to prune with the space's epochs (at most 1) and --min-epochs 1",
     ),
     (["--task", "regression"], "--task regression: the built-in dataset is a classification"),
     (

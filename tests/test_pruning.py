@@ -12,7 +12,13 @@ from scheduler.data import synthetic_dataset
 from seqsweep.db import EpochRecord, ResultStore, TrialResult
 from seqsweep.db.records import Recovery
 from seqsweep.errors import StudyConflictError, UsageError
-from seqsweep.pruning import asha_continues, asha_rungs, continues, decision_epochs
+from seqsweep.pruning import (
+    asha_continues,
+    asha_rungs,
+    check_prunable,
+    continues,
+    decision_epochs,
+)
 from seqsweep.settings import StudySettings
 from seqsweep.vocab import OBJECTIVES, Pruner, TrialStatus
 
@@ -89,8 +95,6 @@ def test_median_rule_after_warm_up_and_enough_trials() -> None:
     [
         ({"pruner": "hyperband"}, "--pruner 'hyperband': must be one of none, median, asha"),
         ({"pruner": "asha", "reduction_factor": 1}, "--reduction-factor must be an integer in [2,"),
-        ({"pruner": "asha", "epochs": 1}, "--pruner asha: nothing to prune with --epochs 1"),
-        ({"pruner": "median", "epochs": 4, "min_epochs": 4}, "nothing to prune"),
         (
             {"pruner": "asha", "task": "regression", "objective": "val_mae"},
             "the objective val_mae is only known once a trial ends, not at each epoch; "
@@ -102,6 +106,24 @@ def test_bad_pruner_settings_are_one_line(settings: dict[str, object], fragment:
     with pytest.raises(UsageError) as caught:
         StudySettings(**settings)  # type: ignore[arg-type]
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_pruner_that_could_stop_no_trial_before_its_last_epoch_is_refused() -> None:
+    with pytest.raises(UsageError, match="--pruner asha: nothing to prune with --epochs 1 and"):
+        check_prunable(StudySettings(epochs=1, pruner=Pruner.ASHA))
+    with pytest.raises(UsageError, match="nothing to prune with --epochs 4 and --min-epochs 4"):
+        check_prunable(StudySettings(epochs=4, pruner=Pruner.MEDIAN, min_epochs=4))
+    # Searched epochs: each trial trains its own count, so the space's most decides,
+    # whatever --epochs says.
+    check_prunable(StudySettings(epochs=1, pruner=Pruner.ASHA), searched_epochs=20)
+    with pytest.raises(UsageError) as caught:
+        check_prunable(StudySettings(epochs=10, pruner=Pruner.ASHA), searched_epochs=1)
+    assert str(caught.value) == (
+        "--pruner asha: nothing to prune with the space's epochs (at most 1) and "
+        "--min-epochs 1: a trial could only be stopped at its last epoch; let the space's "
+        "epochs go above 1, or --pruner none"
+    )
+    check_prunable(StudySettings(epochs=1))  # no pruner: nothing to check
 
 
 def test_pruner_settings_round_trip_and_old_studies_have_none() -> None:
