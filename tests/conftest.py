@@ -219,6 +219,18 @@ def run_bench(
     return _run_python([str(REPO / "bench" / script), *args], REPO, env, timeout)
 
 
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The body rows of the Markdown tables a bench printed, by first cell (a header row
+    is the one right above a ``|---`` line)."""
+    lines = stdout.splitlines()
+    return {
+        cells[0]: cells[1:]
+        for line, below in zip(lines, [*lines[1:], ""], strict=True)
+        if line.startswith("| ") and not below.startswith("|---")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+
+
 def _run_python(
     args: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
 ) -> subprocess.CompletedProcess[str]:

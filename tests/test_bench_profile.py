@@ -6,19 +6,14 @@ import re
 
 import pytest
 
-from tests.conftest import run_bench
+from tests.conftest import run_bench, table_rows
 
 
 @pytest.mark.slow
 def test_the_step_profile_sums_every_kind_of_kernel_of_a_small_pack() -> None:
     proc = run_bench("step_profile.py", "--units", "16", "--members", "2", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {
-        cells[0]: cells[1:]
-        for line in proc.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| kernel")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = table_rows(proc.stdout)
     for kind in ("matmul", "optimizer", "dropout", "other"):
         assert float(rows[kind][0]) > 0 and int(rows[kind][2]) > 0, (kind, proc.stdout)
     total = float(rows["all kernels"][0])

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.importance import MIN_TRIALS, format_importance, hyperparameter_importance
 from seqsweep.db import TrialRecord
-from tests.conftest import run_bench
+from tests.conftest import run_bench, table_rows
 
 
 def _trials(n: int, score, *, seed: int = 0, status: str = "succeeded") -> list[TrialRecord]:
@@ -144,12 +144,7 @@ def test_the_cache_serves_the_same_ranking_until_a_result_changes(
 def test_the_importance_bench_times_the_import_and_each_ranking() -> None:
     proc = run_bench("importance.py", "--trials", "30", "2000", "--repeat", "1", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {
-        cells[0]: cells[1:]
-        for line in proc.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| step")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = table_rows(proc.stdout)
     assert float(rows["scikit-learn import (fresh process)"][1]) > 0, proc.stdout
     # A study over 1,000 trials is ranked on a random 1,000 of them.
     assert rows["ranking 30 trials"][0] == "30" and rows["ranking 2000 trials"][0] == "1000"
