@@ -137,8 +137,9 @@ def _held_out_drops(
                 shuffled = held.copy()
                 shuffled[rows, j] = held[rng.permutation(rows), j]
                 copies.append(shuffled)
-        scores = _r2(truth, forest.predict(np.concatenate(copies)).reshape(len(copies), -1))
-        predicted[test] = forest.predict(held)
+        predictions = forest.predict(np.concatenate(copies)).reshape(len(copies), -1)
+        predicted[test] = predictions[0]  # the unshuffled fold
+        scores = _r2(truth, predictions)
         drops += (scores[0] - scores[1:].reshape(x.shape[1], _REPEATS).mean(axis=1)) / folds
     return drops, float(_r2(y, predicted[None])[0])
 

@@ -53,14 +53,11 @@ def check_prunable(settings: StudySettings, searched_epochs: int | None = None) 
     most = settings.epochs if searched_epochs is None else searched_epochs
     if decision_epochs(settings, most):
         return
-    which = (
-        f"--epochs {most}" if searched_epochs is None else f"the space's epochs (at most {most})"
-    )
-    fix = (
-        f"use --epochs above {settings.min_epochs}"
-        if searched_epochs is None
-        else f"let the space's epochs go above {settings.min_epochs}"
-    )
+    if searched_epochs is None:
+        which, fix = f"--epochs {most}", f"use --epochs above {settings.min_epochs}"
+    else:
+        which = f"the space's epochs (at most {most})"
+        fix = f"let the space's epochs go above {settings.min_epochs}"
     raise UsageError(
         f"--pruner {settings.pruner}: nothing to prune with {which} and --min-epochs "
         f"{settings.min_epochs}: a trial could only be stopped at its last epoch; "
