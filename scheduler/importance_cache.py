@@ -2,11 +2,13 @@
 
 Ranking costs a report seconds (scikit-learn's import and 5 folds of forests) while a
 finished study's answer never changes. The importance is a pure function of the
-succeeded trials' parameters and objective values, so the cache is keyed by a hash of
-exactly those (and of the method's constants): a new or changed result gives a new
-key, and a stale ranking cannot be served. One small JSON file per results DB and
-study, in :func:`seqsweep.settings.cache_dir`, replaced on each miss. The results DB
-is never written: ``report`` stays a read-only command.
+succeeded trials' parameters and objective values, so the cache is keyed by the
+store's digest of the succeeded trials' results (:meth:`ResultStore.results_digest`),
+the objective and the method's constants: a new or changed result gives a new key,
+and a stale ranking cannot be served. The trials themselves are read only on a miss.
+One small JSON file per results DB and study, in :func:`seqsweep.settings.cache_dir`,
+replaced on each miss. The results DB is never written: ``report`` stays a read-only
+command.
 """
 
 from __future__ import annotations
@@ -16,41 +18,35 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scheduler import importance as imp
 from scheduler.importance import Importance, ParamImportance, hyperparameter_importance
-from seqsweep.db import TrialRecord
+from seqsweep.db import ResultStore
 from seqsweep.settings import cache_dir
-from seqsweep.vocab import TrialStatus
 
 
-def cached_importance(
-    db_url: str, study_id: int, trials: Sequence[TrialRecord], metric: str
-) -> Importance | None:
-    """:func:`~scheduler.importance.hyperparameter_importance` of ``trials``, from the cache
-    when these results were ranked before; a cache that cannot be read or written only
-    costs the time to rank again."""
-    key = results_key(trials, metric)
-    path = _cache_file(db_url, study_id)
+def cached_importance(store: ResultStore, study_id: int, metric: str) -> Importance | None:
+    """:func:`~scheduler.importance.hyperparameter_importance` of the study's trials, from
+    the cache when these results were ranked before; a cache that cannot be read or
+    written only costs the time to rank again."""
+    key = results_key(store.results_digest(study_id), metric)
+    path = _cache_file(store.url, study_id)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         data = json.loads(path.read_text())
         if data["key"] == key:
             return _from_dict(data["importance"])
-    result = hyperparameter_importance(trials, metric)
+    result = hyperparameter_importance(store.get_trials(study_id), metric)
     entry = {"key": key, "importance": None if result is None else result.as_dict()}
     with contextlib.suppress(OSError):
         _write(path, json.dumps(entry).encode())
     return result
 
 
-def results_key(trials: Sequence[TrialRecord], metric: str) -> str:
-    """A hash of everything the importance of ``trials`` depends on."""
-    done = sorted(
-        (t.number, t.params, t.metric(metric)) for t in trials if t.status == TrialStatus.SUCCEEDED
-    )
+def results_key(digest: str, metric: str) -> str:
+    """A hash of everything a ranking depends on: the results (their ``digest``), the
+    objective's ``metric`` and the method."""
     method = [
         imp.REVISION,
         imp.METHOD,
@@ -60,7 +56,7 @@ def results_key(trials: Sequence[TrialRecord], metric: str) -> str:
         imp._TREES,
         imp._REPEATS,
     ]
-    text = json.dumps([method, metric, done], sort_keys=True, default=str)
+    text = json.dumps([method, metric, digest])
     return hashlib.sha256(text.encode()).hexdigest()
 
 

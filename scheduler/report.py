@@ -143,8 +143,7 @@ def study_report(
     settings = StudySettings.from_dict(study.settings)
     ranking = None
     if importance:
-        trials = store.get_trials(study.id)
-        ranking = cached_importance(store.url, study.id, trials, settings.objective)
+        ranking = cached_importance(store, study.id, settings.objective)
     return StudyReport(
         study=study.name,
         status=study.status,

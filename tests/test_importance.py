@@ -103,12 +103,14 @@ def test_an_absent_conditional_parameter_takes_no_credit_for_the_depth() -> None
 
 
 def test_the_cache_serves_the_same_ranking_until_a_result_changes(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dataclasses
+    import sqlalchemy
 
     from scheduler import importance_cache
+    from seqsweep.db import ResultStore
     from seqsweep.settings import CACHE_ENV
+    from tests.test_store import _claim, _create, _result
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     ranked = []
@@ -118,26 +120,44 @@ def test_the_cache_serves_the_same_ranking_until_a_result_changes(
         "hyperparameter_importance",
         lambda *a: ranked.append(1) or real(*a),  # type: ignore[func-returns-value]
     )
-    trials = _trials(40, lambda p: 0.6 + p["dense_units"] / 1000)
-    first = importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy")
-    again = importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy")
-    assert first is not None and again == first and len(ranked) == 1
+    store = ResultStore(db_url)
+    study, _ = _create(store, 42, name="a")
+    other, _ = _create(store, 0, name="b")
+    for number in range(40):
+        params = store.get_trials(study.id, [number])[0].params
+        store.finish_trial(
+            _claim(store, study.id, number), _result(0.6 + params["dense_units"] / 1000)
+        )
+    running = _claim(store, study.id, 40)  # running: not a result
+
+    def rank(study_id: int = study.id, metric: str = "val_accuracy") -> object:
+        return importance_cache.cached_importance(store, study_id, metric)
+
+    first = rank()
+    assert first is not None and rank() == first and len(ranked) == 1
     (cached,) = (tmp_path / "cache").iterdir()
     assert cached.stat().st_mode & 0o077 == 0
+    store.fail_trial(_claim(store, study.id, 41), "ValueError: boom")
+    assert rank() == first and len(ranked) == 1  # a failure is not a result
 
     # A new result, a changed value, another objective or another study: ranked anew.
-    more = [*trials, dataclasses.replace(trials[0], id=99, number=99)]
-    changed = [dataclasses.replace(trials[0], val_accuracy=0.1), *trials[1:]]
-    importance_cache.cached_importance("sqlite:///r.db", 1, more, "val_accuracy")
-    importance_cache.cached_importance("sqlite:///r.db", 1, changed, "val_accuracy")
-    importance_cache.cached_importance("sqlite:///r.db", 1, changed, "val_loss")
-    importance_cache.cached_importance("sqlite:///r.db", 2, changed, "val_loss")
+    assert store.finish_trial(running, _result(0.9))
+    assert rank() is not None and len(ranked) == 2
+    with store.session() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "UPDATE trials SET val_accuracy = 0.1 WHERE study_id = :s AND number = 0"
+            ),
+            {"s": study.id},
+        )
+    rank()
+    rank(metric="val_loss")
+    rank(other.id, "val_loss")
     assert len(ranked) == 5
     assert len(list((tmp_path / "cache").iterdir())) == 2  # one file per study
 
     cached.write_text("{not json")  # a damaged cache costs a ranking, never an error
-    assert importance_cache.cached_importance("sqlite:///r.db", 1, trials, "val_accuracy") == first
-    assert len(ranked) == 6
+    assert rank(metric="val_loss") == rank(metric="val_loss") and len(ranked) == 6
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Read-only summaries for ``status``: every study at a glance, or one in detail.
+"""Read-only summaries for ``status`` and ``report``: every study at a glance, one in
+detail, and a digest of a study's results.
 
 Each summary is one grouped query, so ``status`` stays fast on studies of
 thousands of trials and never holds a lock that workers wait on.
@@ -6,10 +7,12 @@ thousands of trials and never holds a lock that workers wait on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import Text, and_, cast, func, select, true
 from sqlalchemy.engine import Connection
 
 from seqsweep.db.records import Counts, StudySummary, TrialRecord, WorkerCounts
@@ -94,6 +97,30 @@ class StudyOverview:
             )
             for worker, states in sorted(by_worker.items())
         ]
+
+    def results_digest(self, study_id: int) -> str:
+        """A hash of the succeeded trials' numbers, stored parameters and final metrics.
+
+        It changes when a trial succeeds or a succeeded trial's parameters or metrics
+        change, and stays the same otherwise. The JSON columns are hashed as the DB's
+        text: no JSON is decoded and no record built, which is what reading every
+        trial of a large study costs (``report`` keys its cached ranking on this).
+        """
+        with self.session() as conn:
+            rows = conn.execute(
+                select(
+                    trials.c.number,
+                    cast(trials.c.params, Text),
+                    cast(trials.c.metrics, Text),
+                    trials.c.val_loss,
+                    trials.c.val_accuracy,
+                    trials.c.test_loss,
+                    trials.c.test_accuracy,
+                )
+                .where(trials.c.study_id == study_id, trials.c.status == TrialStatus.SUCCEEDED)
+                .order_by(trials.c.number)
+            ).all()
+        return hashlib.sha256(json.dumps([tuple(r) for r in rows]).encode()).hexdigest()
 
     def last_failures(self, study_id: int, limit: int) -> list[TrialRecord]:
         """The study's most recently failed trials, newest first, with their errors."""
