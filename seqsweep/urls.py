@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy.engine import make_url
 
 from seqsweep.errors import UsageError
@@ -159,6 +158,10 @@ def _sqlalchemy_masked(url: str) -> str | None:
 
 
 def _kombu_masked(url: str) -> str | None:
+    # Imported here: kombu (with amqp and ssl under it) is the broker's, and commands
+    # that never touch a broker, such as ``report``, should not pay for its import.
+    from kombu.utils.url import maybe_sanitize_url
+
     try:
         masked = maybe_sanitize_url(url, mask="***")
     except Exception:  # kombu raises on a port that is not a number
