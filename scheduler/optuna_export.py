@@ -15,6 +15,7 @@ also kept as the user attributes ``started_at`` and ``finished_at``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -28,7 +29,8 @@ from scheduler.space import Choice, Distribution, Fixed, IntRange, LogUniform, S
 from seqsweep.db import EpochRecord, ResultStore, TrialRecord
 from seqsweep.db.engine import parse_db_url
 from seqsweep.errors import UsageError
-from seqsweep.urls import mask_url
+from seqsweep.files import create_private
+from seqsweep.urls import mask_url, sqlite_path
 from seqsweep.vocab import OBJECTIVE, Direction, Objective, TrialStatus
 
 #: The user attribute that names an Optuna trial's seqsweep trial.
@@ -125,6 +127,11 @@ class OptunaSync:
         self._record = store.require_study(study_name)
         self.masked_storage = mask_url(storage_url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        path = sqlite_path(storage_url)
+        if path is not None:
+            # It holds every trial's parameters and metrics, as the results DB does: 0600.
+            with contextlib.suppress(OSError):  # a missing folder: SQLite says so in one line
+                create_private(path)
         self._storage = optuna.storages.RDBStorage(url.render_as_string(hide_password=False))
         self._goal = self._record.objective
         custom = self._record.settings.get("model") is not None

@@ -24,7 +24,7 @@ from scheduler.sampling import sample
 from scheduler.space import SearchSpace
 from seqsweep.db import ClaimedTrial, EpochRecord, ResultStore, TrialRecord, TrialResult
 from seqsweep.settings import StudySettings
-from seqsweep.urls import mask_url
+from seqsweep.urls import mask_url, sqlite_path
 from tests.conftest import chromium_page
 from tests.processes import Proc, child_env, free_port, wait_until
 
@@ -146,6 +146,8 @@ def test_every_trial_reaches_optuna_as_seqsweep_recorded_it(
         f"view them with optuna-dashboard {shown}\n"
     )
     theirs = _check(store, storage)
+    if (path := sqlite_path(storage)) is not None:  # as private as the results DB
+        assert path.stat().st_mode & 0o777 == 0o600
     ours = {t.number: t for t in store.get_trials(store.require_study("s").id)}
     for got in theirs:  # a trial that was exported finished carries its exact times
         if got.state.is_finished():
