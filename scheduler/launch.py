@@ -22,13 +22,13 @@ from scheduler.recovery import OrphanWatch, recover_pass
 from scheduler.report import StudyReport, study_report
 from scheduler.sampling import point_sampler
 from scheduler.space import default_space, load_space_file
-from seqsweep.broker import check_broker, check_broker_url, make_app
+from seqsweep.broker import celery_config, check_broker, check_broker_url, make_app
 from seqsweep.dataset import Dataset, split_sizes
 from seqsweep.db import ResultStore, StudyRecord
 from seqsweep.errors import ConnectionFailedError, SeqsweepError, UsageError
 from seqsweep.pruning import check_prunable
 from seqsweep.seeds import fresh_study_seed
-from seqsweep.settings import celery_config, lease_seconds, stop_grace_seconds
+from seqsweep.settings import lease_seconds, stop_grace_seconds
 from seqsweep.urls import mask_url, sqlite_path
 from seqsweep.vocab import Task, TrialStatus
 

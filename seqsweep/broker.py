@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +24,14 @@ from sqlalchemy import create_engine, insert
 from seqsweep.errors import ConnectionFailedError, UsageError
 from seqsweep.files import create_private
 from seqsweep.messages import QUEUE
-from seqsweep.settings import celery_config
-from seqsweep.urls import mask_text, mask_url, sqlite_path
+from seqsweep.settings import (
+    MAX_MEMORY_PER_CHILD_KIB,
+    MAX_TASKS_PER_CHILD,
+    VISIBILITY_ENV,
+    VISIBILITY_TIMEOUT_S,
+    env_seconds,
+)
+from seqsweep.urls import is_sqlite, mask_text, mask_url, sqlite_path
 
 BROKER_CONNECT_TIMEOUT_S = 5
 #: How often an idle worker on the embedded broker looks for its next message. kombu's
@@ -98,11 +105,54 @@ _SCHEMES = (
 )
 
 
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Return the Celery configuration shared by the scheduler and the workers."""
+    transport: dict[str, Any]
+    if is_sqlite(broker_url):
+        # kombu hands these to create_engine: wait for SQLite's write lock
+        # instead of failing while another process holds it.
+        transport = {"connect_args": {"timeout": 30}}
+    elif broker_url.startswith(("redis://", "rediss://")):
+        transport = {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_connect_timeout": 5,
+        }
+        if os.environ.get(VISIBILITY_ENV, "").strip():
+            # Testing redelivery: also sweep for overdue messages every second
+            # instead of kombu's default of about every 100 s.
+            transport.update(
+                visibility_timeout=env_seconds(VISIBILITY_ENV, VISIBILITY_TIMEOUT_S, "unset it"),
+                unacked_restore_interval=1,
+                unacked_restore_throttle=1,
+            )
+    else:
+        transport = {}
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        # JSON only: a pickle payload from the broker would be code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Results live in the results DB, not in a Celery backend.
+        "task_ignore_result": True,
+        "task_default_queue": QUEUE,
+        # Ack after the trial, one message at a time: a worker that dies
+        # mid-trial does not take a queue of other trials down with it.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
+        "worker_max_memory_per_child": MAX_MEMORY_PER_CHILD_KIB,
+    }
+
+
 def make_app(
     broker_url: str | Callable[[], str], main: str = "seqsweep", include: Sequence[str] = ()
 ) -> Celery:
     """Return a Celery app for ``broker_url`` (not set as current), configured by
-    :func:`seqsweep.settings.celery_config`, the one Celery configuration.
+    :func:`celery_config`, the one Celery configuration.
 
     A callable ``broker_url`` is resolved when the configuration is first read, so the
     worker's app, made at import, follows the URL that ``python -m worker`` sets later.

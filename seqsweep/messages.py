@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqsweep.errors import MessageError, UsageError
+from seqsweep.settings import BOUNDS
 
 #: The Celery task that trains one trial.
 TASK_NAME = "seqsweep.run_trial"
@@ -59,8 +60,6 @@ class TrialMessage:
             payload.get("number"),
             payload.get("study"),
         )
-        from seqsweep.settings import BOUNDS  # settings imports this module
-
         top_number = BOUNDS["trial"].high  # trial numbers stay below --trials' bound
         for key, value, top in (("study_id", study_id, MAX_ID), ("number", number, top_number)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from seqsweep.errors import UsageError
-from seqsweep.messages import QUEUE
-from seqsweep.urls import is_sqlite
 from seqsweep.vocab import (
     DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLER,
@@ -50,7 +48,7 @@ DEFAULT_STOP_GRACE_S = 30.0
 
 def stop_grace_seconds() -> float:
     """How long a local node whose ``launch`` died lets its trials finish."""
-    return _env_seconds(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S, "e.g. 30")
+    return env_seconds(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S, "e.g. 30")
 
 
 #: A test hook: a file to which workers append every training run and result write
@@ -330,10 +328,11 @@ class StudySettings:
 
 def lease_seconds() -> float:
     """Return the lease length from ``$SEQSWEEP_LEASE_S``, or the default."""
-    return _env_seconds(LEASE_ENV, DEFAULT_LEASE_S, "e.g. 60")
+    return env_seconds(LEASE_ENV, DEFAULT_LEASE_S, "e.g. 60")
 
 
-def _env_seconds(name: str, default: float, example: str) -> float:
+def env_seconds(name: str, default: float, example: str) -> float:
+    """Seconds from ``$name``: ``default`` when unset, a one-line error unless positive."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -344,46 +343,3 @@ def _env_seconds(name: str, default: float, example: str) -> float:
     if not 0 < value < float("inf"):
         raise UsageError(f"${name}: must be a positive number of seconds, got {text!r}; {example}")
     return value
-
-
-def celery_config(broker_url: str) -> dict[str, Any]:
-    """Return the Celery configuration shared by the scheduler and the workers."""
-    transport: dict[str, Any]
-    if is_sqlite(broker_url):
-        # kombu hands these to create_engine: wait for SQLite's write lock
-        # instead of failing while another process holds it.
-        transport = {"connect_args": {"timeout": 30}}
-    elif broker_url.startswith(("redis://", "rediss://")):
-        transport = {
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
-            "socket_connect_timeout": 5,
-        }
-        if os.environ.get(VISIBILITY_ENV, "").strip():
-            # Testing redelivery: also sweep for overdue messages every second
-            # instead of kombu's default of about every 100 s.
-            transport.update(
-                visibility_timeout=_env_seconds(VISIBILITY_ENV, VISIBILITY_TIMEOUT_S, "unset it"),
-                unacked_restore_interval=1,
-                unacked_restore_throttle=1,
-            )
-    else:
-        transport = {}
-    return {
-        "broker_url": broker_url,
-        "broker_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": 5,
-        # JSON only: a pickle payload from the broker would be code execution.
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-        # Results live in the results DB, not in a Celery backend.
-        "task_ignore_result": True,
-        "task_default_queue": QUEUE,
-        # Ack after the trial, one message at a time: a worker that dies
-        # mid-trial does not take a queue of other trials down with it.
-        "task_acks_late": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
-        "worker_max_memory_per_child": MAX_MEMORY_PER_CHILD_KIB,
-    }

@@ -11,8 +11,7 @@ from typing import Any
 
 from celery import signals
 
-from seqsweep.broker import make_app
-from seqsweep.settings import celery_config
+from seqsweep.broker import celery_config, make_app
 from seqsweep.urls import resolve_broker_url
 from worker.gpus import pin_pool_process
 
