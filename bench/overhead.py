@@ -6,12 +6,17 @@
 Per-trial overhead: one local worker process trains 200 trials of 1 epoch on 64 rows.
 From the first claim to the last result written, everything that is not a trial's own
 ``duration_s`` (model build, fit, evaluate) is seqsweep and Celery: dequeue, claim, lease
-thread, result and epoch writes, ack, and the wait for the next message.
+thread, result and epoch writes, ack, and the wait for the next message. The gaps
+between one trial's end and the next one's start split that figure: the median gap
+(the steady cost per message) and the pauses over 2 s (a pool process recycled for
+memory imports Keras and warms up again), whose share per trial is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,7 @@ def main() -> None:
     parser.add_argument("--no-servers", action="store_true", help="skip Redis + PostgreSQL")
     parser.add_argument("--trials", type=int, default=200, help="for the per-trial overhead")
     parser.add_argument("--big", type=int, default=10_000, help="for enqueue and report")
+    parser.add_argument("--pack-sizes", type=int, nargs="+", default=[1, 32], metavar="K")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="seqsweep-overhead-") as tmp:
         home = Path(tmp)
@@ -43,9 +49,9 @@ def main() -> None:
             setups.append(("Redis + PostgreSQL", ["--db", PG_URL, "--broker", REDIS_URL]))
         per_trial, bulk = [], []
         for label, urls in setups:
-            for pack in (1, 32):
-                ms = _per_trial_ms(home / f"t{uuid.uuid4().hex[:6]}", urls, args.trials, pack)
-                per_trial.append([label, pack, args.trials, round(ms, 1)])
+            for pack in args.pack_sizes:
+                gaps = _per_trial_ms(home / f"t{uuid.uuid4().hex[:6]}", urls, args.trials, pack)
+                per_trial.append([label, pack, args.trials, *gaps])
                 print(per_trial[-1], flush=True)
             enqueue_s, study, db = _enqueue(home / f"e{uuid.uuid4().hex[:6]}", urls, args.big)
             _finish_all(db, study)
@@ -55,13 +61,17 @@ def main() -> None:
             print(bulk[-1], flush=True)
     print()
     print(machine())
-    print(table(["setup", "pack size", "trials", "overhead ms per trial"], per_trial))
+    header = ["setup", "pack size", "trials", "overhead ms per trial", "median gap ms",
+              "pauses over 2 s", "pauses, ms per trial"]  # fmt: skip
+    print(table(header, per_trial))
     print()
     header = ["setup", "trials", "launch --detach s", "report s (command)", "report s (in process)"]
     print(table(header, bulk))
 
 
-def _per_trial_ms(home: Path, urls: list[str], trials: int, pack: int) -> float:
+def _per_trial_ms(home: Path, urls: list[str], trials: int, pack: int) -> list[float | int]:
+    """Overhead per trial, the median gap between trials, and the pauses over 2 s (count,
+    and their share per trial), in ms."""
     home.mkdir()
     study = f"overhead-{pack}-{home.name}"
     run = launch(
@@ -81,7 +91,16 @@ def _per_trial_ms(home: Path, urls: list[str], trials: int, pack: int) -> float:
         ).all()
     span = (max(_t(r[1]) for r in rows) - min(_t(r[0]) for r in rows)).total_seconds()
     training = sum(r[2] for r in rows)
-    return (span - training) / len(rows) * 1000
+    # A pack's members share their times, so its gaps within are zero or negative.
+    spans = sorted((_t(r[0]), _t(r[1])) for r in rows)
+    gaps = [max(0.0, (b[0] - a[1]).total_seconds()) for a, b in itertools.pairwise(spans)]
+    pauses = [g for g in gaps if g > 2.0]
+    return [
+        round((span - training) / len(rows) * 1000, 1),
+        round(statistics.median(gaps) * 1000, 1),
+        len(pauses),
+        round(sum(pauses) / len(rows) * 1000, 1),
+    ]
 
 
 def _t(value):  # SQLite hands back text, PostgreSQL datetimes
