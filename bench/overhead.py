@@ -51,7 +51,7 @@ def main() -> None:
         per_trial, bulk = [], []
         for label, urls in setups:
             for pack in args.pack_sizes:
-                gaps = _per_trial_ms(home / f"t{uuid.uuid4().hex[:6]}", urls, args.trials, pack)
+                gaps = _per_trial(home / f"t{uuid.uuid4().hex[:6]}", urls, args.trials, pack)
                 per_trial.append([label, pack, args.trials, *gaps])
                 print(per_trial[-1], flush=True)
             enqueue_s, study, db = _enqueue(home / f"e{uuid.uuid4().hex[:6]}", urls, args.big)
@@ -70,7 +70,7 @@ def main() -> None:
     print(table(header, bulk))
 
 
-def _per_trial_ms(home: Path, urls: list[str], trials: int, pack: int) -> list[float | int]:
+def _per_trial(home: Path, urls: list[str], trials: int, pack: int) -> list[float | int]:
     """Overhead per trial, the median gap between trials, and the pauses over 2 s (count,
     and their share per trial), in ms."""
     home.mkdir()

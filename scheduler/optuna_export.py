@@ -15,7 +15,6 @@ also kept as the user attributes ``started_at`` and ``finished_at``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -127,11 +126,8 @@ class OptunaSync:
         self._record = store.require_study(study_name)
         self.masked_storage = mask_url(storage_url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        path = sqlite_path(storage_url)
-        if path is not None:
-            # It holds every trial's parameters and metrics, as the results DB does: 0600.
-            with contextlib.suppress(OSError):  # a missing folder: SQLite says so in one line
-                create_private(path)
+        if (path := sqlite_path(storage_url)) is not None:
+            create_private(path)  # every trial's parameters and metrics, as in the results DB
         self._storage = optuna.storages.RDBStorage(url.render_as_string(hide_password=False))
         self._goal = self._record.objective
         custom = self._record.settings.get("model") is not None

@@ -6,7 +6,6 @@ serializer, queue and transport options. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import sqlite3
@@ -230,8 +229,7 @@ def prepare_sqlite_broker(app: Any, path: Any) -> None:
     down), so this leaves kombu's cache as it was.
     """
     try:
-        with contextlib.suppress(OSError):  # an unwritable folder is reported by open below
-            create_private(path)
+        create_private(path)  # an unwritable folder is reported by open below
         with open(path, "ab") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             con = sqlite3.connect(path, timeout=30)

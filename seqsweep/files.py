@@ -78,9 +78,13 @@ def open_log(path: Path) -> int:
 
 def create_private(path: Path) -> None:
     """Create ``path`` empty and private unless it exists, so a tool that creates it next
-    (SQLite) does not make it world-readable; its journal files take its mode."""
+    (SQLite) does not make it world-readable; its journal files take its mode.
+
+    Best effort: a missing or unwritable folder is left for that tool to report, in one
+    line of its own, when it opens the file.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with contextlib.suppress(FileExistsError):
+    with contextlib.suppress(OSError):  # FileExistsError included: it keeps its mode
         os.close(os.open(path, flags, PRIVATE_MODE))
 
 

@@ -20,6 +20,9 @@ from sqlalchemy.engine import Connection, Engine
 from seqsweep.errors import UsageError
 from seqsweep.settings import short_value
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 SCRIPT_LOCATION = "seqsweep.db:migrations"
 #: The newest revision in ``migrations/versions``; a test holds it to Alembic's own head.
 HEAD = "0004"
@@ -27,10 +30,6 @@ HEAD = "0004"
 _VERSION_TABLE = "alembic_version"
 #: Arbitrary constant naming seqsweep's advisory lock on PostgreSQL.
 _PG_LOCK_KEY = 0x5E05EE9
-
-
-if TYPE_CHECKING:
-    from alembic.config import Config
 
 
 def _config(connection: Connection | None = None) -> Config:

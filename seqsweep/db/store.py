@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import func, select, update
@@ -65,8 +65,7 @@ class ResultStore(TrialLifecycle, StudyOverview):
             )
         self._engine: Engine = make_engine(url)
         if path is not None and create:
-            with suppress(OSError):  # a missing folder: SQLite says so in one line
-                create_private(path)  # it holds the whole dataset: 0600, not the umask's 0644
+            create_private(path)  # it holds the whole dataset: 0600, not the umask's 0644
         if migrate:
             self.migrate()
 
