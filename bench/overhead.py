@@ -9,8 +9,10 @@ From the first claim to the last result written, everything that is not a trial'
 thread, result and epoch writes, ack, and the wait for the next message. The gaps
 between one trial's end and the next one's start split that figure: the median gap
 (the steady cost per message) and the pauses over 2 s, whose share per trial is
-printed beside it: in an unpacked run, each is a pool process recycled for memory
-that imports Keras and warms up again (in a packed one, a pack's build can be one).
+printed beside it. In an unpacked run such a pause is most likely a pool process
+recycled for memory that imports Keras and warms up again (the worker log says so;
+the bench's folder, logs included, is deleted with the run); in a packed one, a pack's
+build can be one.
 """
 
 from __future__ import annotations
