@@ -24,6 +24,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from models.fused import fused_update
 from models.sequential import build_network, make_optimizer
 
 _BN_EPSILON = 1e-3  # Keras' BatchNormalization defaults, which the members alone use
@@ -64,7 +65,12 @@ def packed_optimizer(
             set_member_rates(self, members)
 
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-            super().update_step(gradient, variable, _per_member(self.member_rates, variable))
+            rates = _per_member(self.member_rates, variable)
+            fused = fused_update(self, variable, super().update_step)
+            if fused is None:
+                super().update_step(gradient, variable, rates)
+            else:
+                fused(gradient, rates)
 
         def _apply_weight_decay(self, variables: Any) -> None:
             if kind != "adamw":

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from models import fused
 from scheduler.data import synthetic_dataset
 from seqsweep.dataset import Splits, split_dataset
 from seqsweep.db import ResultStore, TrialResult
@@ -317,19 +318,22 @@ def test_a_pack_that_is_not_kept_leaves_no_traced_step_behind(small: Splits) -> 
     packed._BUILT.clear()
 
 
-@pytest.mark.parametrize("kind", ["adam_dropout_l2", "sgd_batch_norm"])
+@pytest.mark.parametrize("kind", ["adam_dropout_l2", "sgd_batch_norm", "adam_fused"])
 def test_a_pack_of_a_built_key_reuses_its_model_and_trains_as_a_new_one(
-    small: Splits, kind: str
+    small: Splits, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The third pack of a key in a process trains on the second one's model (kept once
     the key came twice), reset to the new members' initial weights, batch-norm
     statistics, rates, dropout seeds and a fresh optimizer: no new model and no new
-    traced step (each one leaks in Keras), and the same results as a pack built anew."""
+    traced step (each one leaks in Keras), and the same results as a pack built anew.
+    ``adam_fused``: every update compiled (models.fused), and none compiled again."""
     from seqsweep.trial import packed
 
+    if kind == "adam_fused":
+        monkeypatch.setattr(fused, "FUSE_MIN_SIZE", 1)
     settings = StudySettings(epochs=2, batch_size=32, pack_size=4)
     rng = np.random.default_rng(7)
-    base = {"dense_units": 8} if kind == "adam_dropout_l2" else {**DEEP, "dropout_rate": 0.2}
+    base = {"dense_units": 8} if kind != "sgd_batch_norm" else {**DEEP, "dropout_rate": 0.2}
     params = [
         {
             **base,
@@ -347,8 +351,12 @@ def test_a_pack_of_a_built_key_reuses_its_model_and_trains_as_a_new_one(
     (model,) = packed._BUILT.values()
     step = model.train_function
     traced = live_traces() if keras.backend.backend() == "tensorflow" else None
+    compiled = dict(getattr(model.optimizer, "fused_updates", {}))
+    if kind == "adam_fused" and keras.backend.backend() == "tensorflow":
+        assert len(compiled) == len(model.trainable_variables)
     reused = _results(run_pack(params[3:], [4, 5, 6], small, settings, study_seed=9))
     assert list(packed._BUILT.values()) == [model] and model.train_function is step
+    assert getattr(model.optimizer, "fused_updates", {}) == compiled
     if keras.backend.backend() == "tensorflow":
         assert live_traces() == traced
     packed._BUILT.clear()
@@ -361,3 +369,44 @@ def test_a_pack_of_a_built_key_reuses_its_model_and_trains_as_a_new_one(
         for name, value in b.metrics.items():
             assert a.metrics[name] == pytest.approx(value, abs=1e-6), name
     assert len({round(r.val_loss, 6) for r in fresh}) == 3  # each member its own rates
+
+
+@pytest.mark.parametrize("base", ["adam_dropout", "sgd_batch_norm"])
+def test_fused_updates_train_as_keras_own_and_leave_no_traced_step(
+    small: Splits, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On TensorFlow a pack compiles each large variable's update with XLA (one pass over
+    the variable and its moments instead of a dozen kernels). Every variable compiled,
+    the pack trains as with Keras' own update, and a pack that is not kept leaves none
+    of its compiled functions behind."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only the TensorFlow backend runs an optimizer's update unfused")
+    from seqsweep.trial import packed
+
+    settings = StudySettings(epochs=2, batch_size=32, pack_size=4)
+    if base == "adam_dropout":
+        params = [{**p, "dense_units": 16} for p in _params(dropout=None)[:4]]
+    else:
+        params = _deep(dropout_rate=0.2)[:4]
+    runs: dict[bool, list[TrialResult]] = {}
+    for on in (False, True):
+        monkeypatch.setattr(fused, "FUSE_MIN_SIZE", 1 if on else 10**12)
+        packed._BUILT.clear()
+        packed._ASKED.clear()
+        compiled: list[tuple[int, int]] = []  # (updates compiled, variables) per pack
+
+        def keep(model: Any, compiled: list[tuple[int, int]] = compiled) -> None:
+            made = getattr(model.optimizer, "fused_updates", {})
+            compiled.append((len(made), len(model.trainable_variables)))
+
+        before = live_traces()
+        runs[on] = _results(
+            run_pack(params, [1, 2, 3, 4], small, settings, study_seed=5, keep=keep)
+        )
+        ((made, variables),) = compiled
+        assert made == (variables if on else 0)
+        assert not packed._BUILT and live_traces() == before
+    for a, b in zip(runs[False], runs[True], strict=True):
+        for ea, eb in zip(a.epochs, b.epochs, strict=True):
+            assert eb.val_loss == pytest.approx(ea.val_loss, abs=1e-5)
+            assert eb.val_accuracy == pytest.approx(ea.val_accuracy, abs=1e-3)
