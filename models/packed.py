@@ -17,16 +17,19 @@ exactly its own loss's gradient. Backend-neutral: plain ``keras.ops``, and Keras
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from models.fused import fused_update
 from models.sequential import build_network, make_optimizer
 
+#: The prefix of a pack's per-member metrics in Keras' logs (:func:`split_members`).
+MEMBER = "member_"
 _BN_EPSILON = 1e-3  # Keras' BatchNormalization defaults, which the members alone use
 _BN_MOMENTUM = 0.99
 
@@ -175,8 +178,14 @@ class PackedDropout(keras.layers.Layer):
 
 
 class PackedMetrics(keras.metrics.Metric):
-    """Per-member means over an epoch, reported as ``m{k}_loss``, ``m{k}_accuracy`` (or,
-    for regression, ``m{k}_mean_squared_error`` and ``m{k}_mean_absolute_error``)."""
+    """Per-member means over an epoch, reported as one vector of K per metric:
+    ``member_loss``, ``member_accuracy`` (or, for regression, ``member_mean_squared_error``
+    and ``member_mean_absolute_error``); :func:`split_members` names each member's.
+
+    Vectors rather than a scalar per member because Keras computes ``result()`` at every
+    step: K scalars are 2K kernels a step (a slice and a division each), which TensorFlow's
+    executor dispatches one by one, and for narrow packs that overhead is most of a step.
+    """
 
     def __init__(self, members: int, regression: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -210,15 +219,29 @@ class PackedMetrics(keras.metrics.Metric):
 
     def result(self) -> dict[str, Any]:
         n = ops.maximum(self.count, 1.0)
-        out = {}
-        for k in range(self.members):
-            out[f"m{k}_loss"] = self.loss_sum[k] / n
-            if self.regression:
-                out[f"m{k}_mean_squared_error"] = self.second[k] / n
-                out[f"m{k}_mean_absolute_error"] = self.third[k] / n
-            else:
-                out[f"m{k}_accuracy"] = self.second[k] / n
-        return out
+        if self.regression:
+            return {
+                f"{MEMBER}loss": self.loss_sum / n,
+                f"{MEMBER}mean_squared_error": self.second / n,
+                f"{MEMBER}mean_absolute_error": self.third / n,
+            }
+        return {f"{MEMBER}loss": self.loss_sum / n, f"{MEMBER}accuracy": self.second / n}
+
+
+def split_members(logs: Mapping[str, Any]) -> dict[str, Any]:
+    """A pack's logs (``fit``'s history or ``evaluate``'s dict) with each per-member vector
+    ``[val_]member_<metric>`` as ``[val_]m{k}_<metric>`` for every member k: a list of
+    floats per epoch from a history, a float from an evaluation. Other keys as they are."""
+    out: dict[str, Any] = {}
+    for key, value in logs.items():
+        prefix, found, metric = key.partition(MEMBER)
+        if not found:
+            out[key] = value
+            continue
+        values = np.asarray(value, dtype=float)  # (epochs, K) or (K,)
+        for k in range(values.shape[-1]):
+            out[f"{prefix}m{k}_{metric}"] = values[..., k].tolist()
+    return out
 
 
 def member_losses(y_true: Any, outputs: Any, regression: bool = False) -> Any:

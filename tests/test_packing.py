@@ -410,3 +410,25 @@ def test_fused_updates_train_as_keras_own_and_leave_no_traced_step(
         for ea, eb in zip(a.epochs, b.epochs, strict=True):
             assert eb.val_loss == pytest.approx(ea.val_loss, abs=1e-5)
             assert eb.val_accuracy == pytest.approx(ea.val_accuracy, abs=1e-3)
+
+
+def test_split_members_names_each_members_metrics_in_a_history_and_an_evaluation() -> None:
+    """A pack reports one vector per metric (a kernel a step, not two per member);
+    split_members turns it into each member's ``m{k}_`` metrics, leaving the rest."""
+    from models.packed import split_members
+
+    history = {
+        "loss": [3.0, 2.0],
+        "member_loss": [np.array([1.0, 2.0]), np.array([0.5, 1.5])],
+        "val_member_accuracy": [np.array([0.25, 0.75]), np.array([0.5, 1.0])],
+    }
+    assert split_members(history) == {
+        "loss": [3.0, 2.0],
+        "m0_loss": [1.0, 0.5],
+        "m1_loss": [2.0, 1.5],
+        "val_m0_accuracy": [0.25, 0.5],
+        "val_m1_accuracy": [0.75, 1.0],
+    }
+    assert split_members({"loss": 1.0, "member_accuracy": np.array([0.5, 0.25])}) == {
+        "loss": 1.0, "m0_accuracy": 0.5, "m1_accuracy": 0.25,
+    }  # fmt: skip

@@ -277,12 +277,15 @@ def _fit(
     """Train a pack for all its epochs in one ``fit``."""
     import keras
 
+    from models.packed import split_members
+
     y_train, y_val, y_test = targets(keras, splits)
-    history = fit_leased(
+    logs = fit_leased(
         keras, model, splits, y_train, y_val, epochs=epochs, batch_size=batch_size,
         should_stop=should_stop, whose=_LEASES,
     )  # fmt: skip
-    test = evaluate_test(model, splits, y_test, batch_size)
+    history = split_members(logs)
+    test = split_members(evaluate_test(model, splits, y_test, batch_size))
     extras = _aucs(model, splits, members) if auc else [{} for _ in range(members)]
     return _Fitted(model, [history] * members, [test] * members, extras)
 
@@ -348,6 +351,8 @@ def _fit_pruning(
     """
     import keras
 
+    from models.packed import split_members
+
     names = _METRICS[splits.task]
     y_train, y_val, y_test = targets(keras, splits)
     active = list(range(len(numbers)))  # the pack's members, by their place in ``numbers``
@@ -358,10 +363,11 @@ def _fit_pruning(
     pruned: set[int] = set()
     for epoch in range(1, epochs + 1):
         keras.utils.set_random_seed(epoch_order_seed(study_seed, epoch))
-        logs = fit_leased(
+        epoch_logs = fit_leased(
             keras, model, splits, y_train, y_val, epochs=epoch, initial_epoch=epoch - 1,
             batch_size=batch_size, should_stop=should_stop, whose=_LEASES,
         )  # fmt: skip
+        logs = split_members(epoch_logs)
         for j, k in enumerate(active):
             for pre in ("", "val_"):
                 for m in names:
@@ -379,7 +385,7 @@ def _fit_pruning(
             stop = stops_at(epoch, records)
             leaving = [j for j, k in enumerate(active) if numbers[k] in stop]
         if epoch == epochs or leaving:
-            scores = evaluate_test(model, splits, y_test, batch_size)
+            scores = split_members(evaluate_test(model, splits, y_test, batch_size))
             done = range(len(active)) if epoch == epochs else leaving
             for j in done:
                 tests[active[j]] = {f"m0_{m}": float(scores[f"m{j}_{m}"]) for m in names}
