@@ -8,8 +8,9 @@ the data of bench/throughput.py, on one thread as a worker process does, after a
 of the same shape has warmed the process up. The profiled pack runs under
 ``tf.profiler``; its trace is read back and every kernel that ran is summed by kind:
 the matmuls (forward and backward), dropout (the random draw and the masking), the
-optimizer's update (Adam: a dozen elementwise kernels per variable) and the rest
-(activations, biases, loss, metrics). The matmuls' rate is their FLOPs
+optimizer's update (Adam: a dozen elementwise kernels per variable, or one XLA kernel
+for a variable ``models.fused`` compiles), XLA's compiling, and the rest (activations,
+biases, loss, metrics). The matmuls' rate is their FLOPs
 (``seqsweep.trial.cost.trial_flops``) over their kernel time, beside the rate of the
 same batched matmul timed alone. TensorFlow only: its profiler is what reads the kernels.
 """
@@ -102,6 +103,10 @@ def _kind(scope: str, op: str) -> str:
     """Which part of the step a kernel belongs to, from its name scope and type."""
     if "MatMul" in op:
         return "matmul"
+    if scope.startswith("CpuExecutable"):  # XLA runs only the fused updates (models.fused)
+        return "optimizer"
+    if op in ("Compile", "CompileCpuExecutable", "RunBackend"):
+        return "XLA compile"
     if "packed_dropout" in scope:
         return "dropout"
     if "/packed/" in scope and "packed_model" not in scope:  # the optimizer's own scope
