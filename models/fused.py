@@ -6,8 +6,8 @@ a pack's wide hidden layers these passes cost as much as the matmuls (the README
 *What bounds each miss* has the step profile). XLA fuses one variable's update into a
 single pass, but compiling it takes a fraction of a second per variable shape, which a
 small variable never wins back; so only variables of at least :data:`FUSE_MIN_SIZE`
-elements are fused. The JAX backend compiles the whole train step already and PyTorch
-has no such compiler here: both keep Keras' own update.
+elements are fused. The JAX backend compiles the whole train step already; it and
+PyTorch keep Keras' own update.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from typing import Any
 
 import keras
 
-#: The smallest variable, in elements, whose update is compiled. The break-even measured
-#: by ``bench/fused.py``: at 128 units a pack of 14 (229,376 elements
-#: in its 128 x 128 kernel) wins from its third epoch, at 64 units a pack of 22 (90,112)
-#: does not.
+#: The smallest variable, in elements, whose update is compiled: below it, compiling
+#: costs more than a study's epochs win back (README, *Fused optimizer updates*).
 FUSE_MIN_SIZE = 100_000
 
 
