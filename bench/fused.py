@@ -2,6 +2,7 @@
 
     python bench/fused.py                  # the throughput study's packs, 3 epochs
     python bench/fused.py --epochs 10      # as long as the study trains them
+    python bench/fused.py --packs 512x2    # other packs: UNITSxMEMBERS
 
 Trains packs of the sizes and widths the 100-trial study of bench/throughput.py forms
 (the article's two layers, on its problem), on one thread as a pool process does, each
@@ -23,14 +24,15 @@ from common import ROWS, SEED, machine, one_thread, table
 
 one_thread()
 
-#: (dense_units, members): the study's packs, heaviest first (bench/timeline.py).
-PACKS = ((512, 11), (256, 17), (128, 14), (64, 22), (32, 15))
+#: UNITSxMEMBERS: the 100-trial study's packs, heaviest first (bench/timeline.py).
+PACKS = ("512x11", "256x17", "128x14", "64x22", "32x15")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="best of N, alternating")
+    parser.add_argument("--packs", nargs="+", default=list(PACKS), help="UNITSxMEMBERS")
     args = parser.parse_args()
 
     import keras
@@ -49,7 +51,7 @@ def main() -> None:
     run_pack([warm], [0], splits, StudySettings(epochs=1), study_seed=SEED)  # first trace
     threshold = fused.FUSE_MIN_SIZE
     rows = []
-    for units, k in PACKS:
+    for units, k in (tuple(int(n) for n in pack.split("x")) for pack in args.packs):
         settings = StudySettings(epochs=args.epochs, batch_size=32, pack_size=k)
         members = [
             {

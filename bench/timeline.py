@@ -86,9 +86,10 @@ def main() -> None:
     print()
     print(
         table(
-            ["start s", "end s", "pool process", "units", "members", "s"],
+            ["pack", "start s", "end s", "pool process", "units", "members", "s"],
             [
                 [
+                    f"pack {i}",
                     (p["start"] - first).total_seconds(),
                     (p["end"] - first).total_seconds(),
                     p["worker"],
@@ -96,7 +97,7 @@ def main() -> None:
                     p["members"],
                     (p["end"] - p["start"]).total_seconds(),
                 ]
-                for p in packs
+                for i, p in enumerate(packs, 1)
             ],
         )
     )
