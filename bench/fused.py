@@ -3,6 +3,7 @@
     python bench/fused.py                  # the throughput study's packs, 3 epochs
     python bench/fused.py --epochs 10      # as long as the study trains them
     python bench/fused.py --packs 512x2    # other packs: UNITSxMEMBERS
+    python bench/fused.py --min-size 1     # compile every variable's update
 
 Trains packs of the sizes and widths the 100-trial study of bench/throughput.py forms
 (the article's two layers, on its problem), on one thread as a pool process does, each
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="best of N, alternating")
     parser.add_argument("--packs", nargs="+", default=list(PACKS), help="UNITSxMEMBERS")
+    parser.add_argument(
+        "--min-size", type=int, default=None, help="compile from this size (FUSE_MIN_SIZE)"
+    )
     args = parser.parse_args()
 
     import keras
@@ -49,7 +53,7 @@ def main() -> None:
     splits = split_dataset(synthetic_dataset(n_rows=ROWS), SEED, 0.2, 0.2)
     warm = {"dense_units": 8, "dropout_rate1": 0.1, "dropout_rate2": 0.1, "learning_rate": 1e-3}
     run_pack([warm], [0], splits, StudySettings(epochs=1), study_seed=SEED)  # first trace
-    threshold = fused.FUSE_MIN_SIZE
+    threshold = fused.FUSE_MIN_SIZE if args.min_size is None else args.min_size
     rows = []
     for units, k in (tuple(int(n) for n in pack.split("x")) for pack in args.packs):
         settings = StudySettings(epochs=args.epochs, batch_size=32, pack_size=k)
@@ -63,15 +67,25 @@ def main() -> None:
             for i in range(k)
         ]
         seconds, accuracy = {False: math.inf, True: math.inf}, {}
+        compiled = 0
+
+        def keep(model: object) -> None:
+            """The elements of the variables whose update this pack compiled."""
+            nonlocal compiled
+            made = getattr(model.optimizer, "fused_updates", {})  # type: ignore[attr-defined]
+            variables = model.trainable_variables  # type: ignore[attr-defined]
+            compiled = sum(math.prod(v.shape) for i, v in enumerate(variables) if i in made)
+
         for on in (False, True) * args.repeat:
             fused.FUSE_MIN_SIZE = threshold if on else math.inf
             packed._ASKED.clear()  # each run a new pack, as the study's (keys rarely repeat)
             started = time.perf_counter()
-            out = run_pack(members, list(range(k)), splits, settings, study_seed=SEED)
+            out = run_pack(
+                members, list(range(k)), splits, settings, study_seed=SEED,
+                keep=keep if on else None,
+            )  # fmt: skip
             seconds[on] = min(seconds[on], time.perf_counter() - started)
             accuracy[on] = [r.val_accuracy for r in out]  # type: ignore[union-attr]
-        sizes = (5 * units * k, units * units * k, units * 2 * k)  # the three kernels
-        compiled = sum(s for s in sizes if s >= threshold)
         gaps = [abs(a - b) for a, b in zip(accuracy[False], accuracy[True], strict=True)]
         rows.append(
             [

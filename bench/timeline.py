@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -41,12 +40,11 @@ def main() -> None:
         data = write_data(folder)
         extra = [] if args.pack_size is None else ["--pack-size", args.pack_size]
         launched = datetime.now().astimezone()
-        started = time.perf_counter()
         run = launch(
             folder / "study", "--trials", str(args.trials), "--epochs", str(args.epochs),
             "--batch-size", "32", "--data", str(data), "--seed", str(SEED), *extra,
         )  # fmt: skip
-        wall = time.perf_counter() - started
+        wall = run["wall_s"]
         store = ResultStore(f"sqlite:///{folder / 'study' / 'seqsweep.db'}")
         try:
             study = store.list_studies()[0]

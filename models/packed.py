@@ -189,7 +189,7 @@ class PackedMetrics(keras.metrics.Metric):
 
     def __init__(self, members: int, regression: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.members, self.regression = members, regression
+        self.regression = regression
         self.loss_sum = self.add_variable((members,), initializer="zeros", name="loss_sum")
         self.second = self.add_variable((members,), initializer="zeros", name="second")
         self.third = self.add_variable((members,), initializer="zeros", name="third")
